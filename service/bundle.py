@@ -1,0 +1,233 @@
+"""The model bundle: the only contract between training and the service.
+
+A bundle is a folder holding ``manifest.json`` and the files it names. The manifest records the SHA-256 of
+every file, the audio contract (sample rate and windowing policy), the ONNX input/output names and shapes, the
+probes, the report index and provenance. :func:`load_bundle` verifies every hash before anything is used, so a
+truncated copy or a tampered file is refused with an error that names the file.
+
+Nothing in a bundle is pickled: ONNX, JSON, ``.npz`` read with ``allow_pickle=False`` and FAISS index files.
+This module is torch-free: training imports it to write bundles, the service to read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class BundleError(Exception):
+    """A bundle cannot be used; the message says which file and why."""
+
+    def __init__(self, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AudioContract(_Strict):
+    """How audio is cut before it reaches the encoder; obeyed by training, the CLI and the service alike."""
+
+    sample_rate: int = Field(16000, ge=1000, le=384000, description="Rate the encoder expects, in Hz.")
+    window_seconds: float = Field(4.0, gt=0, description="Length of one encoder window.")
+    hop_seconds: float = Field(4.0, gt=0, description="Step between window starts.")
+    pooling: Literal["mean", "max"] = Field("mean", description="How window embeddings become one per recording.")
+    min_seconds: float = Field(0.5, ge=0, description="Shorter recordings are refused.")
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_seconds * self.sample_rate)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_seconds * self.sample_rate)
+
+
+class TensorSpec(_Strict):
+    """One ONNX input or output: name and shape, with strings for dynamic axes (``"batch"``, ``"samples"``)."""
+
+    name: str
+    shape: list[int | str]
+    dtype: Literal["float32"] = "float32"
+
+
+class EncoderSpec(_Strict):
+    """The ONNX encoder: waveform in, window embedding and L2-normalised joint embedding out."""
+
+    file: str = "encoder.onnx"
+    input: TensorSpec
+    embedding: TensorSpec = Field(description="Window embedding used by the probes.")
+    joint: TensorSpec = Field(description="L2-normalised joint-space embedding used for retrieval.")
+    opset: int = 18
+
+
+class ProbeSpec(_Strict):
+    """A linear probe on the pooled window embedding, stored as ``.npz`` (weight, bias, mean, scale)."""
+
+    task: str
+    kind: Literal["classification", "multilabel", "regression"]
+    file: str
+    labels: list[str] = Field(default_factory=list, description="Class names; empty for regression.")
+    unit: str | None = Field(None, description="Unit of a regression target, e.g. 'years'.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Held-out metrics, e.g. {'auroc': 0.8}.")
+    description: str = ""
+
+
+class ReportIndexSpec(_Strict):
+    """Training-side clinical reports and a FAISS index of their joint embeddings."""
+
+    index_file: str = "reports.faiss"
+    corpus_file: str = "reports.jsonl"
+    count: int = Field(ge=0)
+    dim: int = Field(gt=0)
+    metric: Literal["inner_product"] = "inner_product"
+    kind: Literal["flat", "hnsw", "ivf"] = "flat"
+    recall_at_10_vs_exact: float | None = Field(None, description="Measured at export for approximate kinds.")
+    deidentified: bool = Field(description="True only when every report passed the identifying-information check.")
+    text_source: Literal["template", "llm", "mixed", "user"] = "template"
+
+
+class TextSideSpec(_Strict):
+    """Optional text encoder (teacher + projection) so the service can embed free text without torch."""
+
+    file: str = "text_encoder.onnx"
+    tokenizer_file: str = "tokenizer.json"
+    max_tokens: int = 128
+    input_ids: str = "input_ids"
+    attention_mask: str = "attention_mask"
+    output: str = "joint"
+
+
+class DatasetProvenance(_Strict):
+    name: str
+    licence: str
+    recordings: int = 0
+
+
+class Provenance(_Strict):
+    datasets: list[DatasetProvenance] = Field(default_factory=list)
+    training_config: dict[str, object] = Field(default_factory=dict)
+    project_commit: str = "unknown"
+    teacher: str | None = None
+    created: str = ""
+
+
+class Manifest(_Strict):
+    """``manifest.json``: everything a reader needs to use the bundle, and the hash of every file."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str
+    description: str = ""
+    audio: AudioContract
+    encoder: EncoderSpec
+    probes: list[ProbeSpec] = Field(default_factory=list)
+    report_index: ReportIndexSpec | None = None
+    text_side: TextSideSpec | None = None
+    provenance: Provenance = Field(default_factory=Provenance)
+    files: dict[str, str] = Field(default_factory=dict, description="Relative path -> SHA-256 hex digest.")
+
+    @model_validator(mode="after")
+    def _every_named_file_is_hashed(self) -> Manifest:
+        if not self.files:
+            return self  # a manifest being built; write_manifest fills the hashes
+        missing = sorted(set(self.named_files()) - set(self.files))
+        if missing:
+            raise ValueError(f"files named by the manifest but not hashed: {missing}")
+        return self
+
+    def named_files(self) -> list[str]:
+        """Every file the manifest refers to (the hash table must cover each)."""
+        names = [self.encoder.file] + [probe.file for probe in self.probes]
+        if self.report_index is not None:
+            names += [self.report_index.index_file, self.report_index.corpus_file]
+        if self.text_side is not None:
+            names += [self.text_side.file, self.text_side.tokenizer_file]
+        return names
+
+    def probe(self, task: str) -> ProbeSpec:
+        for probe in self.probes:
+            if probe.task == task:
+                return probe
+        raise KeyError(task)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest, extra_files: list[str] | None = None) -> Manifest:
+    """Hash every named file (plus ``extra_files`` such as MODEL_CARD.md) and write ``manifest.json``."""
+    bundle_dir = Path(bundle_dir)
+    names = sorted(set(manifest.named_files()) | set(extra_files or []))
+    hashes = {}
+    for name in names:
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleError(f"cannot write manifest: {name} does not exist in {bundle_dir}", file=name)
+        hashes[name] = sha256_file(path)
+    final = manifest.model_copy(update={"files": hashes})
+    Manifest.model_validate(final.model_dump())  # re-run validators on the completed manifest
+    (bundle_dir / MANIFEST_NAME).write_text(json.dumps(final.model_dump(mode="json"), indent=2) + "\n")
+    return final
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Parse and validate ``manifest.json`` without checking file hashes."""
+    path = Path(bundle_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{path} not found: not a model bundle (build one with `acula export`)", MANIFEST_NAME)
+    try:
+        raw = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{MANIFEST_NAME} is not valid JSON: {exc}", MANIFEST_NAME) from exc
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{MANIFEST_NAME} has schema_version {version!r}; this acula reads version {SCHEMA_VERSION}",
+            MANIFEST_NAME,
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{MANIFEST_NAME} does not match the bundle schema: {exc}", MANIFEST_NAME) from exc
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Check that every hashed file exists and has the recorded SHA-256; raise naming the first that fails."""
+    if not manifest.files:
+        raise BundleError(f"{MANIFEST_NAME} lists no file hashes", MANIFEST_NAME)
+    root = Path(bundle_dir).resolve()
+    for name, expected in sorted(manifest.files.items()):
+        path = (root / name).resolve()
+        if root not in path.parents:
+            raise BundleError(f"{name}: path escapes the bundle folder", name)
+        if not path.is_file():
+            raise BundleError(f"{name} is missing from the bundle {root}", name)
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(
+                f"{name} does not match its SHA-256 in {MANIFEST_NAME} (expected {expected[:12]}..., "
+                f"found {actual[:12]}...): the file was altered or truncated",
+                name,
+            )
+
+
+def load_manifest(bundle_dir: Path) -> Manifest:
+    """Read the manifest and verify every file it names: the only way the service and CLI open a bundle."""
+    manifest = read_manifest(bundle_dir)
+    verify_files(bundle_dir, manifest)
+    return manifest
