@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt
 BUNDLE ?= models/acula-default
 PYTEST_ARGS ?=
 
-.PHONY: setup-service setup-dev serve test test-fast lint train-default clean
+.PHONY: setup-service setup-dev system-deps serve test test-fast lint train-default clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ setup-dev: $(VENV)/bin/python
 	$(PIP) -e '.[training,dev]'
 	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps --require-hashes -r requirements/teacher.txt
 
+# Debian packages the deployment tests run for real (nginx, prometheus, docker-compose); no-op when present.
+system-deps:
+	bash scripts/ci_system_deps.sh
+
 serve: setup-service
 	$(VENV)/bin/acula serve --bundle $(BUNDLE)
 
@@ -27,7 +31,7 @@ lint:
 	$(VENV)/bin/ruff format --check service training tests scripts
 	$(VENV)/bin/mypy service
 
-test: setup-dev lint
+test: setup-dev system-deps lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Local loop: skip the slow real-data and training tests (CI runs them all).

@@ -5,7 +5,7 @@
 imaginary part. The basis and the mel filterbank are non-trainable buffers computed in numpy, so the ONNX
 graph, the torch module and the numpy reference in the tests compute exactly the same thing.
 
-Padding is constant (zeros, ``n_fft // 2`` on each side, like ``torch.stft(center=True, pad_mode="constant")``)
+Padding is constant (zeros, ``n_fft // 2`` on each side, as torch.stft(center=True, pad_mode="constant"))
 because reflect padding of a dynamic-length input is a common source of export failures.
 """
 
@@ -65,7 +65,7 @@ def dft_basis(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class LogMelFrontend(nn.Module):
-    """``(B, S)`` float32 waveform at ``config.sample_rate`` -> ``(B, 1, n_mels, T)`` log-mel, T = S // hop + 1."""
+    """``(B, S)`` waveform at ``config.sample_rate`` -> ``(B, 1, n_mels, T)`` log-mel, T = S // hop + 1."""
 
     def __init__(self, config: FrontendConfig | None = None) -> None:
         super().__init__()
@@ -74,7 +74,9 @@ class LogMelFrontend(nn.Module):
         f_max = c.f_max if c.f_max is not None else c.sample_rate / 2
         real, imag = dft_basis(c.n_fft)
         # One conv1d computes both parts: output channels [0, n_freqs) real, [n_freqs, 2 n_freqs) imaginary.
-        self.register_buffer("basis", torch.from_numpy(np.concatenate([real, imag], axis=0)), persistent=False)
+        self.register_buffer(
+            "basis", torch.from_numpy(np.concatenate([real, imag], axis=0)), persistent=False
+        )
         mel = mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.f_min, f_max)
         self.register_buffer("mel", torch.from_numpy(mel), persistent=False)
         self.n_freqs = c.n_fft // 2 + 1

@@ -1,0 +1,134 @@
+"""Two pure-ASGI middlewares: request context (id, trace, access log, latency) and the streaming body limit.
+
+Pure ASGI rather than ``BaseHTTPMiddleware`` because it adds no task per request and lets the body limit
+count bytes as they arrive: a body larger than ``max_upload_bytes`` is refused by its ``Content-Length``
+before anything is read, or as soon as the running count passes the limit when no length was sent, so an
+unbounded body is never held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import ApiError, problem
+from service.logging import request_id_var
+from service.metrics import Metrics
+
+log = logging.getLogger("acula.access")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestContextMiddleware:
+    """Request id in and out (``X-Request-ID``, generated when absent or unsafe), ``traceparent`` echoed,
+    one JSON access-log line per request (metadata only), latency histogram by route template and status.
+    Also the last line of defence: an exception that escapes the app becomes a problem+json 500."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, client_id_header: str = "X-Client-ID") -> None:
+        self.app = app
+        self.metrics = metrics
+        self.client_id_header = client_id_header.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        traceparent = _header(scope, b"traceparent")
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started_response = False
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                if traceparent:
+                    headers.append((b"traceparent", traceparent.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error", extra={"error_code": "internal"})
+            self.metrics.failures.labels(code="internal").inc()
+            if not started_response:
+                await problem(
+                    "internal", "unexpected server error; the request id identifies it in the logs"
+                )(scope, receive, send_with_id)
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.request_latency.labels(
+                route=route, method=scope["method"], status=str(status)
+            ).observe(elapsed)
+            if route not in _QUIET_ROUTES or status >= 400:
+                state = scope.get("state", {})
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "latency_ms": round(elapsed * 1000.0, 2),
+                        "client_id": _header(scope, self.client_id_header),
+                        "traceparent": traceparent,
+                        "audio_seconds": state.get("audio_seconds"),
+                        "windows": state.get("windows"),
+                        "error_code": state.get("error_code"),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies above ``max_bytes``, by Content-Length up front or by counting while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            scope.setdefault("state", {})["error_code"] = "too_large"
+            response = problem("too_large", f"the body is {declared} bytes; the limit is {self.max_bytes}")
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise ApiError("too_large", f"the body passed the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)

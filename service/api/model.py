@@ -1,0 +1,58 @@
+"""``GET /v1/model``: what is being served, on which execution provider, with which effective limits."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import Authorised, RuntimeDep
+from service.api.schemas import LimitsInfo, ModelInfoResponse, ProbeInfo, problem_responses
+
+router = APIRouter(tags=["operations"], dependencies=[Authorised])
+
+
+@router.get("/v1/model", response_model=ModelInfoResponse, responses=problem_responses(401, 503))
+async def model_info(runtime: RuntimeDep) -> ModelInfoResponse:
+    pipeline, settings = runtime.pipeline, runtime.settings
+    manifest = pipeline.manifest
+    return ModelInfoResponse(
+        name=manifest.name,
+        version=manifest.version,
+        description=manifest.description,
+        audio=manifest.audio.model_dump(),
+        embedding_dim=manifest.encoder.embedding.shape[-1],
+        joint_dim=manifest.encoder.joint.shape[-1],
+        probes=[
+            ProbeInfo(
+                task=p.task,
+                kind=p.kind,
+                labels=p.labels,
+                unit=p.unit,
+                metrics=p.metrics,
+                description=p.description,
+            )
+            for p in manifest.probes
+        ],
+        report_index=None
+        if manifest.report_index is None
+        else manifest.report_index.model_dump(
+            include={"count", "dim", "kind", "deidentified", "text_source"}
+        ),
+        text_side=manifest.text_side is not None,
+        execution_providers=pipeline.backend.providers,
+        threads={
+            "intra_op": settings.intra_op_threads,
+            "inter_op": settings.inter_op_threads,
+            "faiss": settings.faiss_threads,
+            "decode": settings.decode_workers,
+        },
+        limits=LimitsInfo(
+            max_upload_bytes=settings.max_upload_bytes,
+            max_audio_seconds=settings.max_audio_seconds,
+            min_audio_seconds=manifest.audio.min_seconds,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue=settings.max_queue,
+            max_top_k=settings.max_top_k,
+        ),
+        provenance=manifest.provenance.model_dump(mode="json"),
+    )

@@ -1,0 +1,50 @@
+"""The one audio path: decode, validate and resample (used by the service, the CLI and training).
+
+``decode_audio(source, target_rate, limits)`` takes bytes or a path and returns :class:`DecodedAudio`: mono
+float32 at ``target_rate``. WAV, FLAC, OGG (Vorbis, Opus) and MP3 are read with libsndfile; M4A/AAC and
+what libsndfile cannot open with FFmpeg (PyAV). Every refusal is an :class:`AudioError` subclass with a
+stable ``code`` and a message a user can act on; no other exception escapes for any input bytes.
+``probe_audio(source)`` reads the header only.
+"""
+
+from service.audio.decode import AudioSource, decode_audio, probe_audio
+from service.audio.errors import (
+    ALL_ERRORS,
+    AudioError,
+    DigitalSilenceError,
+    EmptyInputError,
+    FileNotFoundAudioError,
+    NonFiniteError,
+    NotAudioError,
+    RateOutOfRangeError,
+    TooLargeError,
+    TooLongError,
+    TooManyChannelsError,
+    TooShortError,
+    TruncatedAudioError,
+    UnsupportedCodecError,
+)
+from service.audio.schema import AudioInfo, AudioLimits, DecodedAudio
+
+__all__ = [
+    "ALL_ERRORS",
+    "AudioError",
+    "AudioInfo",
+    "AudioLimits",
+    "AudioSource",
+    "DecodedAudio",
+    "DigitalSilenceError",
+    "EmptyInputError",
+    "FileNotFoundAudioError",
+    "NonFiniteError",
+    "NotAudioError",
+    "RateOutOfRangeError",
+    "TooLargeError",
+    "TooLongError",
+    "TooManyChannelsError",
+    "TooShortError",
+    "TruncatedAudioError",
+    "UnsupportedCodecError",
+    "decode_audio",
+    "probe_audio",
+]

@@ -1,0 +1,178 @@
+"""Dynamic batching across requests, with admission control.
+
+Requests hand their windows to :meth:`Batcher.submit`. One asyncio task collects windows from the queue
+until ``max_batch_size`` windows are waiting or the oldest has waited ``max_wait_ms``, runs the encoder on
+that batch in a dedicated worker thread (the event loop never blocks on inference), and hands each request
+its rows. A long recording may be split over several batches; a batch may hold windows of many requests.
+While one batch runs, the next fills, so under load batches grow on their own.
+
+Admission is bounded: at most ``max_queue`` requests may be inside the batcher at once; the next one is
+refused at once with :class:`Overloaded` (HTTP 503 + Retry-After) rather than queueing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.core.errors import NotReady, Overloaded
+
+RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class BatchStats:
+    """Callbacks for metrics; the batcher itself stays free of Prometheus."""
+
+    on_batch: Callable[[int], None] = lambda size: None
+    on_queue_depth: Callable[[int], None] = lambda depth: None
+
+
+@dataclass
+class _Job:
+    windows: np.ndarray
+    future: asyncio.Future[tuple[np.ndarray, np.ndarray, float]]
+    enqueued: float
+    taken: int = 0  # windows already put into a batch
+    parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    first_batch_at: float | None = None
+
+    @property
+    def remaining(self) -> int:
+        return len(self.windows) - self.taken
+
+
+class Batcher:
+    """Owns the inference thread; start with :meth:`start`, stop with :meth:`stop` (drains first)."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int,
+        stats: BatchStats | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.stats = stats or BatchStats()
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._pending: deque[_Job] = deque()
+        self._admitted = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acula-infer")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Requests currently inside the batcher (queued or being computed)."""
+        return self._admitted
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="acula-batcher")
+
+    async def stop(self) -> None:
+        """Stop after the requests already admitted have their results."""
+        while self._admitted and self._task is not None and not self._task.done():
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Embed ``windows``; returns ``(embeddings, joints, queue_seconds)``. Raises Overloaded when full."""
+        if self._task is None or self._task.done():
+            raise NotReady("the inference batcher is not running")
+        if self._admitted >= self.max_queue:
+            raise Overloaded(f"{self._admitted} requests are already waiting for inference")
+        loop = asyncio.get_running_loop()
+        job = _Job(windows=windows, future=loop.create_future(), enqueued=time.perf_counter())
+        self._admitted += 1
+        self.stats.on_queue_depth(self._admitted)
+        try:
+            self._queue.put_nowait(job)
+            return await job.future
+        finally:
+            self._admitted -= 1
+            self.stats.on_queue_depth(self._admitted)
+
+    def _waiting_windows(self) -> int:
+        return sum(job.remaining for job in self._pending)
+
+    async def _collect(self) -> None:
+        """Fill ``_pending`` until a batch is full or the oldest job has waited ``max_wait``."""
+        if not self._pending:
+            self._pending.append(await self._queue.get())
+        deadline = self._pending[0].enqueued + self.max_wait
+        while self._waiting_windows() < self.max_batch_size:
+            while not self._queue.empty() and self._waiting_windows() < self.max_batch_size:
+                self._pending.append(self._queue.get_nowait())
+            remaining = deadline - time.perf_counter()
+            if self._waiting_windows() >= self.max_batch_size or remaining <= 0:
+                break
+            try:
+                self._pending.append(await asyncio.wait_for(self._queue.get(), timeout=remaining))
+            except TimeoutError:
+                break
+
+    def _take_batch(self) -> tuple[np.ndarray, list[tuple[_Job, int]]]:
+        """Windows for one batch, oldest job first, and which job owns how many rows of it."""
+        chunks, owners, size = [], [], 0
+        for job in self._pending:
+            if size >= self.max_batch_size:
+                break
+            count = min(job.remaining, self.max_batch_size - size)
+            if count <= 0:
+                continue
+            chunks.append(job.windows[job.taken : job.taken + count])
+            owners.append((job, count))
+            job.taken += count
+            size += count
+        return np.concatenate(chunks) if len(chunks) > 1 else chunks[0], owners
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._collect()
+            # Jobs whose callers went away (client disconnected, timeout) are dropped before computing.
+            self._pending = deque(job for job in self._pending if not job.future.done())
+            if not self._pending:
+                continue
+            batch, owners = self._take_batch()
+            started = time.perf_counter()
+            for job, _ in owners:
+                if job.first_batch_at is None:
+                    job.first_batch_at = started
+            try:
+                embeddings, joints = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            except Exception as exc:  # the encoder failed: every job in this batch gets the error
+                for job, _ in owners:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                self._pending = deque(job for job in self._pending if not job.future.done())
+                continue
+            self.stats.on_batch(len(batch))
+            row = 0
+            for job, count in owners:
+                job.parts.append((embeddings[row : row + count], joints[row : row + count]))
+                row += count
+                if job.remaining == 0 and not job.future.done():
+                    queued = (job.first_batch_at or started) - job.enqueued
+                    job.future.set_result(
+                        (
+                            np.concatenate([part[0] for part in job.parts]),
+                            np.concatenate([part[1] for part in job.parts]),
+                            queued,
+                        )
+                    )
+            self._pending = deque(job for job in self._pending if job.remaining > 0 and not job.future.done())

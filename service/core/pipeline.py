@@ -1,0 +1,248 @@
+"""The inference pipeline: decode -> windows -> encoder -> pool -> probes -> report search.
+
+One object, built from a verified bundle, used by the HTTP service and by ``acula embed`` / ``acula predict``.
+Its stages are plain synchronous functions so that both callers run exactly the same code: the CLI calls
+:meth:`InferencePipeline.predict` (which encodes windows in chunks of ``max_batch_size``), the service calls
+:meth:`decode` in a worker thread, sends the windows through the batcher (which calls the same
+``backend.run``), then :meth:`summarise`. A test holds CLI and HTTP outputs identical for the same file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service.audio import AudioLimits, DecodedAudio, decode_audio
+from service.backends.onnx import EncoderBackend, OnnxEncoder, ProviderChoice
+from service.bundle import BundleError, Manifest, load_manifest
+from service.core.errors import NoReportIndex, NoTextSide, UnknownTask
+from service.core.probes import LinearProbe, TaskOutput, load_probes
+from service.core.windowing import cut_windows, l2_normalise, pool_windows, window_starts
+from service.index import ReportHit, ReportIndex
+from service.text import TextEncoder
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """Probe outputs for one window, so a client can see where in the recording a finding sits."""
+
+    index: int
+    start_s: float
+    end_s: float
+    tasks: dict[str, TaskOutput]
+
+
+@dataclass
+class Prediction:
+    """Everything ``/predict`` and ``acula predict`` return for one recording."""
+
+    audio: DecodedAudio
+    window_count: int
+    embedding: np.ndarray
+    joint: np.ndarray
+    tasks: dict[str, TaskOutput]
+    reports: list[ReportHit] | None = None
+    windows: list[WindowScores] | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+def _embedding_dim(manifest: Manifest) -> int:
+    dim = manifest.encoder.embedding.shape[-1]
+    if not isinstance(dim, int):
+        raise BundleError(
+            "manifest.json: encoder.embedding must have a fixed last dimension", "manifest.json"
+        )
+    return dim
+
+
+class InferencePipeline:
+    """A bundle made ready for inference: encoder session, probes and (optional) report index."""
+
+    def __init__(
+        self,
+        bundle_dir: Path,
+        manifest: Manifest,
+        backend: EncoderBackend,
+        max_batch_size: int = 16,
+        max_audio_seconds: float = 600.0,
+        max_upload_bytes: int = 50 * 1024 * 1024,
+        faiss_threads: int = 1,
+    ) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = manifest
+        self.contract = manifest.audio
+        self.backend = backend
+        self.max_batch_size = max_batch_size
+        self.probes: dict[str, LinearProbe] = load_probes(
+            bundle_dir, manifest.probes, _embedding_dim(manifest)
+        )
+        self.index = (
+            ReportIndex(bundle_dir, manifest.report_index, threads=faiss_threads)
+            if manifest.report_index is not None
+            else None
+        )
+        self.text_encoder: TextEncoder | None = (
+            TextEncoder(bundle_dir, manifest.text_side, manifest.encoder.joint)
+            if manifest.text_side is not None
+            else None
+        )
+        self.limits = AudioLimits(
+            max_bytes=max_upload_bytes,
+            max_seconds=max_audio_seconds,
+            min_seconds=manifest.audio.min_seconds,
+        )
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle_dir: Path,
+        provider: ProviderChoice = "auto",
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        max_batch_size: int = 16,
+        max_audio_seconds: float = 600.0,
+        max_upload_bytes: int = 50 * 1024 * 1024,
+        faiss_threads: int = 1,
+    ) -> InferencePipeline:
+        """Verify every file's SHA-256, open the encoder and check it against the manifest."""
+        bundle_dir = Path(bundle_dir)
+        manifest = load_manifest(bundle_dir)
+        backend = OnnxEncoder(
+            bundle_dir / manifest.encoder.file,
+            manifest.encoder,
+            provider=provider,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+        )
+        return cls(
+            bundle_dir, manifest, backend, max_batch_size, max_audio_seconds, max_upload_bytes, faiss_threads
+        )
+
+    # --- stages -------------------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        self.backend.warm_up(self.contract.window_samples, self.max_batch_size)
+
+    def decode(self, source: bytes | str | Path) -> DecodedAudio:
+        """Decode, validate and resample to the bundle's rate (raises ``AudioError`` with a stable code)."""
+        return decode_audio(source, self.contract.sample_rate, self.limits)
+
+    def cut(self, audio: DecodedAudio) -> np.ndarray:
+        return cut_windows(audio.samples, self.contract)
+
+    def encode(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the encoder on all windows in chunks of ``max_batch_size`` (the service batches instead)."""
+        embeddings, joints = [], []
+        for start in range(0, len(windows), self.max_batch_size):
+            embedding, joint = self.backend.run(windows[start : start + self.max_batch_size])
+            embeddings.append(embedding)
+            joints.append(joint)
+        return np.concatenate(embeddings), np.concatenate(joints)
+
+    def check_request(self, tasks: list[str] | None, top_k: int) -> list[str]:
+        """Validate options before any work is done; returns the task names to run (all by default)."""
+        if not tasks:
+            return list(self.probes)
+        unknown = [task for task in tasks if task not in self.probes]
+        if unknown:
+            raise UnknownTask(f"unknown task(s) {unknown}; this bundle has {list(self.probes)}")
+        if top_k > 0 and self.index is None:
+            raise NoReportIndex("this bundle has no report index")
+        return list(dict.fromkeys(tasks))
+
+    def pool(self, embeddings: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window outputs -> one embedding and one L2-normalised joint embedding per recording."""
+        return pool_windows(embeddings, self.contract), l2_normalise(pool_windows(joints, self.contract))
+
+    def search(self, joint: np.ndarray, k: int) -> list[ReportHit]:
+        if self.index is None:
+            raise NoReportIndex("this bundle has no report index")
+        return self.index.search(joint, k)
+
+    def search_text(self, query: str, k: int) -> list[ReportHit]:
+        """Reports closest to a free-text query; needs the bundle's optional text side."""
+        if self.text_encoder is None:
+            raise NoTextSide("this bundle has no text encoder: search with a recording instead")
+        return self.search(self.text_encoder.embed(query), k)
+
+    def summarise(
+        self,
+        audio: DecodedAudio,
+        embeddings: np.ndarray,
+        joints: np.ndarray,
+        tasks: list[str],
+        top_k: int = 0,
+        per_window: bool = False,
+    ) -> Prediction:
+        """Pool, apply the probes and optionally search the report index (timings for each stage)."""
+        started = time.perf_counter()
+        embedding, joint = self.pool(embeddings, joints)
+        outputs = {}
+        window_rows: dict[str, np.ndarray] = {}
+        for task in tasks:
+            probe = self.probes[task]
+            outputs[task] = probe.describe(probe.scores(embedding[None, :].astype(np.float64))[0])
+            if per_window:
+                window_rows[task] = probe.scores(embeddings.astype(np.float64))
+        timings = {"probes": _ms(started)}
+        windows = None
+        if per_window:
+            starts = window_starts(
+                len(audio.samples), self.contract.window_samples, self.contract.hop_samples
+            )
+            rate = self.contract.sample_rate
+            windows = [
+                WindowScores(
+                    index=i,
+                    start_s=start / rate,
+                    end_s=min(start + self.contract.window_samples, len(audio.samples)) / rate,
+                    tasks={task: self.probes[task].describe(rows[i]) for task, rows in window_rows.items()},
+                )
+                for i, start in enumerate(starts)
+            ]
+        reports = None
+        if top_k > 0:
+            started = time.perf_counter()
+            reports = self.search(joint, top_k)
+            timings["search"] = _ms(started)
+        return Prediction(
+            audio=audio,
+            window_count=len(embeddings),
+            embedding=embedding,
+            joint=joint,
+            tasks=outputs,
+            reports=reports,
+            windows=windows,
+            timings_ms=timings,
+        )
+
+    # --- whole recordings, synchronously (CLI) --------------------------------------------------------------
+    def predict(
+        self,
+        source: bytes | str | Path,
+        tasks: list[str] | None = None,
+        top_k: int = 0,
+        per_window: bool = False,
+    ) -> Prediction:
+        selected = self.check_request(tasks, top_k)
+        started = time.perf_counter()
+        audio = self.decode(source)
+        decode_ms = _ms(started)
+        started = time.perf_counter()
+        embeddings, joints = self.encode(self.cut(audio))
+        inference_ms = _ms(started)
+        prediction = self.summarise(audio, embeddings, joints, selected, top_k, per_window)
+        prediction.timings_ms = {"decode": decode_ms, "inference": inference_ms, **prediction.timings_ms}
+        return prediction
+
+    def embed(self, source: bytes | str | Path) -> Prediction:
+        """Pooled and joint embeddings only (no probes): what ``acula embed`` and ``/embed`` return."""
+        audio = self.decode(source)
+        embeddings, joints = self.encode(self.cut(audio))
+        return self.summarise(audio, embeddings, joints, tasks=[])

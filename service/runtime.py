@@ -1,0 +1,178 @@
+"""The service's running state: the pipeline, the batcher, the worker pools, readiness and metrics.
+
+Routes stay thin by calling the coroutines here. Decoding and the light CPU stages (probes, search) run in a
+bounded thread pool, inference in the batcher's own thread: the event loop only moves bytes and futures.
+Readiness is false until the bundle is verified, the encoder checked against the manifest and every batch size
+warmed up, and it turns false again first thing on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+from service.audio import DecodedAudio
+from service.core.batcher import Batcher, BatchStats
+from service.core.errors import InferenceTimeout, InvalidQuery, NotReady
+from service.core.pipeline import InferencePipeline, Prediction
+from service.index import ReportHit
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger("acula.runtime")
+T = TypeVar("T")
+
+
+class Runtime:
+    """Created with the app; :meth:`start` and :meth:`stop` are called from its lifespan."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.api_keys = settings.resolved_api_keys()
+        self.ready = False
+        self._pipeline: InferencePipeline | None = None
+        self._batcher: Batcher | None = None
+        self._cpu = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="acula-cpu")
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Verify, load and warm up the bundle off the event loop; then start the batcher and turn ready."""
+        settings = self.settings
+        pipeline = await asyncio.to_thread(
+            InferencePipeline.from_bundle,
+            settings.bundle,
+            provider=settings.provider,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+            max_batch_size=settings.max_batch_size,
+            max_audio_seconds=settings.max_audio_seconds,
+            max_upload_bytes=settings.max_upload_bytes,
+            faiss_threads=settings.faiss_threads,
+        )
+        if settings.warm_up:
+            await asyncio.to_thread(pipeline.warm_up)
+        self._pipeline = pipeline
+        manifest = pipeline.manifest
+        self.metrics.model_info.info(
+            {"name": manifest.name, "version": manifest.version, "provider": pipeline.backend.providers[0]}
+        )
+        self._batcher = Batcher(
+            self._timed_run(pipeline),
+            settings.max_batch_size,
+            settings.max_wait_ms,
+            settings.max_queue,
+            BatchStats(on_batch=self.metrics.on_batch, on_queue_depth=self.metrics.queue_depth.set),
+        )
+        self._batcher.start()
+        self.ready = True
+        log.info(
+            "model ready",
+            extra={
+                "model": manifest.name,
+                "model_version": manifest.version,
+                "provider": pipeline.backend.providers,
+            },
+        )
+
+    async def stop(self) -> None:
+        """Readiness off first, then let admitted requests finish, then release threads."""
+        self.ready = False
+        if self._batcher is not None:
+            await self._batcher.stop()
+        self._cpu.shutdown(wait=True)
+
+    def _timed_run(
+        self, pipeline: InferencePipeline
+    ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        histogram = self.metrics.stage_latency.labels(stage="inference")
+
+        def run(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            started = time.perf_counter()
+            try:
+                return pipeline.backend.run(windows)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        return run
+
+    # --- accessors ----------------------------------------------------------------------------------------
+    @property
+    def pipeline(self) -> InferencePipeline:
+        # Not tied to ``ready``: while draining, requests that still arrive are served, not refused.
+        if self._pipeline is None:
+            raise NotReady("the model is not loaded yet")
+        return self._pipeline
+
+    @property
+    def queue_depth(self) -> int:
+        return self._batcher.depth if self._batcher is not None else 0
+
+    # --- stages -------------------------------------------------------------------------------------------
+    async def _in_pool(self, stage: str, fn: Callable[..., T], *args: object) -> tuple[T, float]:
+        started = time.perf_counter()
+        result = await asyncio.get_running_loop().run_in_executor(self._cpu, functools.partial(fn, *args))
+        seconds = time.perf_counter() - started
+        self.metrics.stage_latency.labels(stage=stage).observe(seconds)
+        return result, seconds * 1000.0
+
+    async def decode(self, data: bytes) -> tuple[DecodedAudio, float]:
+        return await self._in_pool("decode", self.pipeline.decode, data)
+
+    async def encode(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Windows through the batcher; returns embeddings, joints and queue/inference milliseconds."""
+        if self._batcher is None:
+            raise NotReady("the batcher is not running")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                embeddings, joints, queued = await self._batcher.submit(windows)
+        except TimeoutError as exc:
+            raise InferenceTimeout(f"no inference result within {self.settings.request_timeout_s} s") from exc
+        total = time.perf_counter() - started
+        self.metrics.stage_latency.labels(stage="queue").observe(queued)
+        return embeddings, joints, {"queue": queued * 1000.0, "inference": (total - queued) * 1000.0}
+
+    async def run(
+        self, data: bytes, tasks: list[str] | None, top_k: int = 0, per_window: bool = False
+    ) -> Prediction:
+        """The whole pipeline for one upload, as :meth:`InferencePipeline.predict` runs it for the CLI.
+
+        ``tasks=None`` skips the probes (``/embed``); an empty list runs every task of the bundle.
+        """
+        started = time.perf_counter()
+        pipeline = self.pipeline
+        selected = pipeline.check_request(tasks, top_k) if tasks is not None else []
+        audio, decode_ms = await self.decode(data)
+        windows = pipeline.cut(audio)
+        embeddings, joints, encode_ms = await self.encode(windows)
+        prediction, _ = await self._in_pool(
+            "probes", pipeline.summarise, audio, embeddings, joints, selected, top_k, per_window
+        )
+        if "search" in prediction.timings_ms:
+            self.metrics.stage_latency.labels(stage="search").observe(
+                prediction.timings_ms["search"] / 1000.0
+            )
+        prediction.timings_ms = {
+            "decode": decode_ms,
+            **encode_ms,
+            **prediction.timings_ms,
+            "total": (time.perf_counter() - started) * 1000.0,
+        }
+        return prediction
+
+    async def search_text(self, query: str, k: int) -> tuple[list[ReportHit], dict[str, float]]:
+        """Free-text report search through the bundle's text encoder (only when the bundle has one)."""
+        pipeline = self.pipeline
+        if not query.strip():
+            raise InvalidQuery("the query is empty")
+        started = time.perf_counter()
+        hits, search_ms = await self._in_pool("search", pipeline.search_text, query, k)
+        return hits, {"search": search_ms, "total": (time.perf_counter() - started) * 1000.0}

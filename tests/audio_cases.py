@@ -1,0 +1,110 @@
+"""Audio files for tests, generated in memory: well-formed files in every supported format, and malformed ones.
+
+Nothing binary is committed: every case is built from a sine with soundfile or PyAV, then edited byte by
+byte where a case needs a lying or damaged header.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+
+# (test id, soundfile container, subtype, sample rate): every encoding decode_audio must read.
+SOUNDFILE_FORMATS = [
+    ("wav-pcm_u8", "WAV", "PCM_U8", 8000),
+    ("wav-pcm_16", "WAV", "PCM_16", 4000),
+    ("wav-pcm_24", "WAV", "PCM_24", 22050),
+    ("wav-pcm_32", "WAV", "PCM_32", 44100),
+    ("wav-float", "WAV", "FLOAT", 16000),
+    ("wav-double", "WAV", "DOUBLE", 2000),
+    ("flac-16", "FLAC", "PCM_16", 8000),
+    ("flac-24", "FLAC", "PCM_24", 48000),
+    ("ogg-vorbis", "OGG", "VORBIS", 16000),
+    ("ogg-opus", "OGG", "OPUS", 48000),
+    ("mp3", "MP3", "MPEG_LAYER_III", 16000),
+]
+
+
+def sine(freq: float = 440.0, seconds: float = 2.0, rate: int = 16000, channels: int = 1) -> np.ndarray:
+    """A 0.5-amplitude sine, ``(frames,)`` or ``(frames, channels)`` float32 (every channel the same)."""
+    t = np.arange(round(seconds * rate)) / rate
+    tone = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return tone if channels == 1 else np.repeat(tone[:, None], channels, axis=1)
+
+
+def encode(samples: np.ndarray, rate: int, container: str = "WAV", subtype: str = "PCM_16") -> bytes:
+    """``samples`` written by libsndfile into an in-memory file."""
+    buffer = io.BytesIO()
+    import soundfile as sf
+
+    sf.write(buffer, samples, rate, format=container, subtype=subtype)
+    return buffer.getvalue()
+
+
+def encode_m4a(samples: np.ndarray, rate: int) -> bytes:
+    """Mono ``samples`` as AAC in an MP4 (M4A) container, written by FFmpeg through PyAV."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(samples[None, :].astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def wav_chunk_offset(data: bytes, chunk: bytes) -> int:
+    """Byte offset of a RIFF chunk's id (``b"fmt "`` or ``b"data"``)."""
+    offset = data.find(chunk, 12)
+    assert offset > 0, f"no {chunk!r} chunk"
+    return offset
+
+
+def with_wav_format_tag(data: bytes, tag: int) -> bytes:
+    """The WAV with its ``fmt `` chunk's format tag replaced (0x1234 is no codec anyone decodes)."""
+    edited = bytearray(data)
+    struct.pack_into("<H", edited, wav_chunk_offset(data, b"fmt ") + 8, tag)
+    return bytes(edited)
+
+
+def wav_claiming_seconds(data: bytes, seconds: float) -> bytes:
+    """The WAV with its ``data`` chunk size claiming ``seconds`` of audio (the samples stay as they are)."""
+    rate, block_align = struct.unpack_from("<I", data, 24)[0], struct.unpack_from("<H", data, 32)[0]
+    edited = bytearray(data)
+    struct.pack_into("<I", edited, wav_chunk_offset(data, b"data") + 4, round(seconds * rate) * block_align)
+    return bytes(edited)
+
+
+def flac_claiming_frames(data: bytes, frames: int) -> bytes:
+    """The FLAC with STREAMINFO's 36-bit total-samples field set to ``frames`` (0 means "unknown")."""
+    assert data[:4] == b"fLaC"
+    edited = bytearray(data)
+    packed = int.from_bytes(edited[18:26], "big")  # rate(20) channels(3) bits(5) total(36)
+    packed = (packed & ~((1 << 36) - 1)) | frames
+    edited[18:26] = packed.to_bytes(8, "big")
+    return bytes(edited)
+
+
+def cut(data: bytes, fraction: float = 0.5) -> bytes:
+    """The first ``fraction`` of the bytes: an interrupted upload."""
+    return data[: int(len(data) * fraction)]
+
+
+def random_bytes(size: int = 4096, seed: int = 0) -> bytes:
+    return np.random.default_rng(seed).bytes(size)
+
+
+def dominant_frequency(samples: np.ndarray, rate: int) -> float:
+    """Frequency of the FFT magnitude peak, with parabolic interpolation between bins."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    peak = int(np.argmax(spectrum[1:-1])) + 1
+    left, centre, right = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
+    shift = 0.5 * (left - right) / (left - 2 * centre + right)
+    return (peak + shift) * rate / len(samples)

@@ -1,0 +1,160 @@
+"""The batcher: cross-request batching, splitting of long jobs, admission control, errors and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.core.batcher import Batcher, BatchStats
+from service.core.errors import NotReady, Overloaded
+
+
+class Encoder:
+    """A real computation per row (sum and max), recording batch sizes and the thread it ran on."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.batches.append(len(windows))
+        self.threads.add(threading.current_thread().name)
+        if self.delay:
+            time.sleep(self.delay)
+        return windows.sum(axis=1, keepdims=True), windows.max(axis=1, keepdims=True)
+
+
+def _windows(n: int, offset: float) -> np.ndarray:
+    return (np.arange(n * 4, dtype=np.float32).reshape(n, 4) + offset).astype(np.float32)
+
+
+async def _with_batcher(encoder: Encoder, **kwargs: float) -> Batcher:
+    options = {"max_batch_size": 8, "max_wait_ms": 20.0, "max_queue": 16, **kwargs}
+    batcher = Batcher(
+        encoder,
+        int(options["max_batch_size"]),
+        float(options["max_wait_ms"]),
+        int(options["max_queue"]),
+    )
+    batcher.start()
+    return batcher
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_rows() -> None:
+    encoder = Encoder()
+
+    async def main() -> None:
+        batcher = await _with_batcher(encoder)
+        inputs = [_windows(2, 100.0 * i) for i in range(4)]
+        results = await asyncio.gather(*(batcher.submit(w) for w in inputs))
+        await batcher.stop()
+        for windows, (sums, maxima, queued) in zip(inputs, results, strict=True):
+            np.testing.assert_array_equal(sums[:, 0], windows.sum(axis=1))
+            np.testing.assert_array_equal(maxima[:, 0], windows.max(axis=1))
+            assert queued >= 0
+
+    asyncio.run(main())
+    assert encoder.batches == [8]  # four requests of two windows, one encoder call
+    assert all(name.startswith("acula-infer") for name in encoder.threads)
+
+
+def test_long_recording_is_split_over_batches_in_order() -> None:
+    encoder = Encoder()
+
+    async def main() -> None:
+        batcher = await _with_batcher(encoder, max_batch_size=4)
+        windows = _windows(10, 0.0)
+        sums, _, _ = await batcher.submit(windows)
+        await batcher.stop()
+        np.testing.assert_array_equal(sums[:, 0], windows.sum(axis=1))
+
+    asyncio.run(main())
+    assert encoder.batches == [4, 4, 2]
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    encoder = Encoder(delay=0.2)
+    stats: list[int] = []
+
+    async def main() -> None:
+        batcher = Batcher(encoder, 8, 1.0, max_queue=2, stats=BatchStats(on_queue_depth=stats.append))
+        batcher.start()
+        first = [asyncio.ensure_future(batcher.submit(_windows(1, i))) for i in range(2)]
+        await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        with pytest.raises(Overloaded):
+            await batcher.submit(_windows(1, 9.0))
+        assert time.perf_counter() - started < 0.05
+        await asyncio.gather(*first)
+        assert batcher.depth == 0
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert max(stats) == 2 and stats[-1] == 0
+
+
+def test_encoder_failure_reaches_every_caller_of_that_batch_and_batcher_survives() -> None:
+    calls = {"n": 0}
+
+    def flaky(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("encoder exploded")
+        return windows[:, :1], windows[:, :1]
+
+    async def main() -> None:
+        batcher = Batcher(flaky, 8, 20.0, 8)
+        batcher.start()
+        results = await asyncio.gather(
+            batcher.submit(_windows(1, 0)), batcher.submit(_windows(1, 1)), return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeError) for r in results)
+        sums, _, _ = await batcher.submit(_windows(1, 5))
+        assert sums.shape == (1, 1)
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_cancelled_request_does_not_block_others() -> None:
+    encoder = Encoder()
+
+    async def main() -> None:
+        batcher = await _with_batcher(encoder, max_wait_ms=50.0)
+        doomed = asyncio.ensure_future(batcher.submit(_windows(3, 0)))
+        kept = asyncio.ensure_future(batcher.submit(_windows(2, 7)))
+        await asyncio.sleep(0.005)
+        doomed.cancel()
+        sums, _, _ = await kept
+        assert sums.shape == (2, 1)
+        assert batcher.depth == 0
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert encoder.batches == [2]  # the cancelled job's windows were never computed
+
+
+def test_submit_before_start_is_not_ready() -> None:
+    async def main() -> None:
+        with pytest.raises(NotReady):
+            await Batcher(Encoder(), 4, 1.0, 4).submit(_windows(1, 0))
+
+    asyncio.run(main())
+
+
+def test_stop_waits_for_admitted_requests() -> None:
+    encoder = Encoder(delay=0.1)
+
+    async def main() -> None:
+        batcher = await _with_batcher(encoder, max_wait_ms=1.0)
+        pending = asyncio.ensure_future(batcher.submit(_windows(1, 0)))
+        await asyncio.sleep(0.01)
+        await batcher.stop()
+        assert pending.done() and pending.result()[0].shape == (1, 1)
+
+    asyncio.run(main())

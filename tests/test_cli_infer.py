@@ -1,0 +1,117 @@
+"""``acula embed`` and ``acula predict`` agree exactly with HTTP; ``acula serve`` refuses a missing bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.bundles import write_wav
+from tests.service.live import REPO, LiveServer, serve
+from training.cli import app
+
+SHARED = REPO.parent / "shared" / "data"
+# The CLI reads the same ACULA_* settings as the service; the live server runs with one intra-op thread, and
+# onnxruntime's summation order (hence the last bit of a float32) depends on threads and batch size.
+runner = CliRunner(env={"ACULA_INTRA_OP_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with serve(tiny_bundle, tmp_path_factory.mktemp("cli")) as live:
+        yield live
+
+
+def _recordings(tmp_path: Path) -> list[Path]:
+    files = [
+        write_wav(tmp_path / "a.wav", 7.3, rate=4000, seed=11),
+        write_wav(tmp_path / "b.wav", 2.0, seed=12),
+    ]
+    real = sorted((SHARED / "physionet2016" / "training-a").glob("*.flac"))[:1]
+    return files + real  # a real 2 kHz PhysioNet recording when the shared data are present
+
+
+def test_predict_json_is_identical_to_http(server: LiveServer, tiny_bundle: Path, tmp_path: Path) -> None:
+    for path in _recordings(tmp_path):
+        result = runner.invoke(
+            app,
+            ["predict", "--bundle", str(tiny_bundle), str(path), "--json", "--top-k", "3", "--per-window"],
+        )
+        assert result.exit_code == 0, result.output
+        cli = json.loads(result.output)
+        http = httpx.post(
+            f"{server.url}/predict",
+            params={"top_k": 3, "per_window": "true"},
+            files={"file": (path.name, path.read_bytes())},
+            timeout=30.0,
+        ).json()
+        for key in ("model", "input", "windows", "tasks", "reports", "window_scores"):
+            assert cli[key] == http[key], (path.name, key)
+
+
+def test_embed_npy_is_identical_to_http(server: LiveServer, tiny_bundle: Path, tmp_path: Path) -> None:
+    files = _recordings(tmp_path)
+    for flag, key in (("--no-joint", "embedding"), ("--joint", "joint")):
+        out = tmp_path / f"{key}.npy"
+        result = runner.invoke(
+            app, ["embed", "--bundle", str(tiny_bundle), *map(str, files), "--out", str(out), flag]
+        )
+        assert result.exit_code == 0, result.output
+        matrix = np.load(out, allow_pickle=False)
+        assert matrix.dtype == np.float32 and matrix.shape[0] == len(files)
+        for row, path in zip(matrix, files, strict=True):
+            body = httpx.post(f"{server.url}/embed", files={"file": (path.name, path.read_bytes())}).json()
+            np.testing.assert_array_equal(row, np.asarray(body[key], dtype=np.float32))
+
+
+def test_predict_human_output_and_task_choice(tiny_bundle: Path, tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "c.wav", 3.0)
+    result = runner.invoke(app, ["predict", "--bundle", str(tiny_bundle), str(path), "-t", "age"])
+    assert result.exit_code == 0, result.output
+    assert "acula-tiny" in result.output and "age:" in result.output and "sound:" not in result.output
+
+
+def test_cli_reports_bad_input_with_its_code(tiny_bundle: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"this is not audio at all" * 4)
+    result = runner.invoke(app, ["predict", "--bundle", str(tiny_bundle), str(bad)])
+    assert result.exit_code == 1 and "not_audio" in result.output
+    unknown = runner.invoke(app, ["predict", "--bundle", str(tiny_bundle), str(bad), "-t", "nope"])
+    assert unknown.exit_code == 1 and "unknown_task" in unknown.output
+
+
+def test_serve_without_a_bundle_says_how_to_build_one(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "from training.cli import main; main()", "serve"]
+    default = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert default.returncode != 0
+    assert "no default bundle exists yet" in default.stderr and "make train-default" in default.stderr
+    other = subprocess.run(
+        [*command, "--bundle", str(tmp_path / "nope")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.returncode != 0 and "does not exist" in other.stderr
+
+
+def test_serve_refuses_a_tampered_bundle_before_listening(tiny_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    (bundle / "reports.jsonl").write_text("{}\n")
+    result = subprocess.run(
+        [sys.executable, "-c", "from training.cli import main; main()", "serve", "--bundle", str(bundle)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "reports.jsonl" in result.stderr and "SHA-256" in result.stderr

@@ -1,0 +1,127 @@
+"""``acula embed`` and ``acula predict``: the service's inference pipeline, from the command line.
+
+Both build :class:`service.core.pipeline.InferencePipeline` exactly as the service does (same decoding,
+windowing, encoder batch size, pooling and probes) and ``predict --json`` prints the service's
+``PredictResponse``, so the CLI and the HTTP API cannot disagree. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _pipeline(bundle: Path, provider: str, threads: int, max_batch_size: int | None) -> Any:
+    from service.bundle import BundleError
+    from service.core.pipeline import InferencePipeline
+    from service.settings import Settings
+
+    defaults = Settings(bundle=bundle)  # same defaults (and ACULA_* overrides) as the service
+    try:
+        return InferencePipeline.from_bundle(
+            bundle,
+            provider=provider,  # type: ignore[arg-type]
+            intra_op_threads=threads or defaults.intra_op_threads,
+            inter_op_threads=defaults.inter_op_threads,
+            max_batch_size=max_batch_size or defaults.max_batch_size,
+            max_audio_seconds=defaults.max_audio_seconds,
+            max_upload_bytes=defaults.max_upload_bytes,
+            faiss_threads=defaults.faiss_threads,
+        )
+    except BundleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _fail(path: Path, exc: Exception) -> None:
+    code = getattr(exc, "code", type(exc).__name__)
+    typer.echo(f"error: {path}: [{code}] {exc}", err=True)
+
+
+Bundle = Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle folder.")]
+Provider = Annotated[str, typer.Option(help="cpu | cuda | auto.")]
+Threads = Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: as the service would).")]
+DEFAULT_BUNDLE = Path("models/acula-default")
+
+
+def embed(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Recordings to embed.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy: one pooled embedding per file.")],
+    bundle: Bundle = DEFAULT_BUNDLE,
+    joint: Annotated[bool, typer.Option(help="Write the L2-normalised joint embeddings instead.")] = False,
+    provider: Provider = "cpu",
+    threads: Threads = 0,
+) -> None:
+    """Embed recordings with a bundle's encoder (the same windows and pooling as the service)."""
+    import numpy as np
+    from service.audio import AudioError
+
+    pipeline = _pipeline(bundle, provider, threads, None)
+    rows = []
+    for path in files:
+        try:
+            prediction = pipeline.embed(path)
+        except AudioError as exc:
+            _fail(path, exc)
+            raise typer.Exit(1) from exc
+        rows.append(prediction.joint if joint else prediction.embedding)
+    matrix = np.stack(rows).astype(np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, matrix, allow_pickle=False)
+    typer.echo(f"wrote {matrix.shape[0]} x {matrix.shape[1]} {'joint' if joint else 'embeddings'} to {out}")
+
+
+def predict(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A recording.")],
+    bundle: Bundle = DEFAULT_BUNDLE,
+    tasks: Annotated[
+        list[str] | None, typer.Option("--task", "-t", help="Task (repeat); all if absent.")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Also list the k most similar reports.")] = 0,
+    per_window: Annotated[bool, typer.Option(help="Also give every window's outputs.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the service's PredictResponse JSON.")
+    ] = False,
+    provider: Provider = "cpu",
+    threads: Threads = 0,
+) -> None:
+    """Predict the bundle's tasks for one recording, as POST /predict would."""
+    from service.audio import AudioError
+
+    from service.api.schemas import predict_response
+    from service.core.errors import ServiceError
+
+    pipeline = _pipeline(bundle, provider, threads, None)
+    try:
+        prediction = pipeline.predict(file, tasks=tasks or None, top_k=top_k, per_window=per_window)
+    except (AudioError, ServiceError) as exc:
+        _fail(file, exc)
+        raise typer.Exit(1) from exc
+    response = predict_response(pipeline.manifest, prediction)
+    if as_json:
+        typer.echo(json.dumps(response.model_dump(mode="json", exclude_none=True), indent=2))
+        return
+    typer.echo(
+        f"{response.model.name} {response.model.version}: {response.input.duration_s:.2f} s at "
+        f"{response.input.native_rate} Hz, {response.windows.count} window(s)"
+    )
+    for name, result in response.tasks.items():
+        if result.kind == "regression":
+            typer.echo(f"  {name}: {result.value:.3g} {result.unit or ''}".rstrip())
+        else:
+            top = sorted(result.probabilities.items(), key=lambda item: -item[1])
+            shown = ", ".join(f"{label} {p:.2f}" for label, p in top[:5])
+            head = result.label if result.kind == "classification" else ("; ".join(result.labels) or "none")
+            typer.echo(f"  {name}: {head}  ({shown})")
+    for hit in response.reports or []:
+        typer.echo(
+            f"  report {hit.id} ({hit.score:.3f}): {hit.text or '[text withheld: corpus not de-identified]'}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed)
+    app.command("predict")(predict)

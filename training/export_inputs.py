@@ -1,0 +1,97 @@
+"""What export reads from the rest of the project: records, benchmark tasks, reports, the validator, licences.
+
+Kept apart from :mod:`training.export` so that export itself depends only on plain values (records, tasks
+with targets, report dicts, a check function) and can be tested with hand-built inputs; this module is the
+one place that knows the dataset adapters, the benchmark's task registry and the report validator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.data.records import Recording
+from training.export import ProbeTask
+
+# From each release's licence file (see ../shared/data/README.md); recorded in every bundle's provenance.
+LICENCES = {
+    "sprsound": "GPL-3.0",
+    "physionet2016": "ODC-By 1.0",
+    "bmd_hs": "released publicly by its authors; no licence file",
+    "coswara": "CC BY 4.0",
+    "hls_cmds": "CC BY 4.0 (simulated manikin, not patients)",
+    "icbhi2017_sample": "CC0",
+    "circor2022_metadata": "ODC-By 1.0",
+}
+
+
+@dataclass
+class ExportInputs:
+    records: list[Recording]
+    tasks: list[ProbeTask]
+    reports: list[dict[str, Any]] | None
+    check: Callable[[str], list[str]]
+    licences: dict[str, str]
+
+
+def _as_dict(report: Any) -> dict[str, Any]:
+    if isinstance(report, dict):
+        return report
+    if hasattr(report, "model_dump"):
+        return report.model_dump(mode="json")
+    raise TypeError(f"cannot read a report of type {type(report).__name__}")
+
+
+def read_reports(path: Path) -> list[dict[str, Any]]:
+    from training.train.pairs import read_reports as read
+
+    return [_as_dict(r) for r in read(Path(path))]
+
+
+def identifying_check() -> Callable[[str], list[str]]:
+    """The report validator's identifying-information check (names, dates, ids)."""
+    from training.reports.validator import check_identifying_information
+
+    return check_identifying_information
+
+
+def probe_tasks(records: Sequence[Recording]) -> list[ProbeTask]:
+    """One probe per benchmark task: fitted on its training side, scored on its held-out side."""
+    from training.bench.tasks import TASKS
+
+    tasks = []
+    for task in TASKS.values():
+        train, test = [], []
+        for record in records:
+            target = task.target(record)
+            if target is None or record.audio_path is None:
+                continue
+            (train if record.split == "train" else test).append((record, target))
+        if train and test:
+            tasks.append(
+                ProbeTask(
+                    name=task.name,
+                    kind=task.kind,
+                    train=train,
+                    test=test,
+                    labels=list(getattr(task, "labels", []) or []),
+                    unit=getattr(task, "unit", None),
+                    description=getattr(task, "description", ""),
+                )
+            )
+    return tasks
+
+
+def gather(root: Path, reports: Path | None, datasets: list[str] | None = None) -> ExportInputs:
+    from training.data import load_records
+
+    records = list(load_records(Path(root), datasets))
+    return ExportInputs(
+        records=records,
+        tasks=probe_tasks(records),
+        reports=read_reports(reports) if reports is not None else None,
+        check=identifying_check(),
+        licences=dict(LICENCES),
+    )

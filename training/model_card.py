@@ -1,0 +1,119 @@
+"""``MODEL_CARD.md``: what a bundle is for, what it was trained on, how well it does, and where it fails.
+
+Written from the manifest (so the numbers are the ones the bundle ships with, never retyped) plus export
+notes such as the parity error and the benchmark table. The limitations section is fixed text on purpose:
+those limits come from the data, not from a particular run, and must not be dropped by accident.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.bundle import Manifest
+
+LIMITATIONS = """\
+- **Not a diagnostic device.** Outputs are research signals for decision support; a clinician decides.
+- **Paediatric lung data.** Nearly all lung sounds with adventitious-sound labels come from SPRSound
+  (children in one Shanghai hospital, one electronic stethoscope). Adult lung sounds are scarce
+  (31 ICBHI recordings), so lung findings in adults are out of distribution.
+- **Manikin data.** HLS-CMDS is recorded from a clinical simulation manikin: useful for sanity checks and
+  report templates, not clinical evidence; its probe numbers say nothing about patients.
+- **2 kHz PhysioNet audio.** PhysioNet 2016 recordings are stored at 2 kHz (cut to 10 s here); upsampled to
+  the model rate they carry nothing above 1 kHz, so the model may lean on band-limited cues for heart sounds.
+- **General-domain text teacher.** Reports are embedded by all-MiniLM-L6-v2, a general sentence encoder,
+  not a clinical one: clinical synonyms and negations may be embedded poorly, which limits the joint space.
+- **Template reports.** Report texts are written from dataset metadata, not by clinicians listening to the
+  recordings; they describe labels, not what is audible in each window.
+- **Small, imbalanced test sets.** Several tasks have few subjects per class; metrics have wide confidence
+  intervals and may not transfer across devices, sites or populations.
+"""
+
+
+def _metrics_table(manifest: Manifest) -> str:
+    if not manifest.probes:
+        return "No probes were trained.\n"
+    lines = [
+        "| task | kind | outputs | metrics on the held-out side | train / test recordings |",
+        "|---|---|---|---|---|",
+    ]
+    for probe in manifest.probes:
+        metrics = {k: v for k, v in probe.metrics.items() if not k.startswith("n_")}
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "n/a"
+        counts = f"{int(probe.metrics.get('n_train', 0))} / {int(probe.metrics.get('n_test', 0))}"
+        outputs = ", ".join(probe.labels) if probe.labels else f"value ({probe.unit or 'no unit'})"
+        lines.append(f"| {probe.task} | {probe.kind} | {outputs} | {shown} | {counts} |")
+    return "\n".join(lines) + "\n"
+
+
+def _data_table(manifest: Manifest) -> str:
+    lines = ["| dataset | training-side recordings | licence |", "|---|---|---|"]
+    for item in manifest.provenance.datasets:
+        lines.append(f"| {item.name} | {item.recordings} | {item.licence} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_model_card(manifest: Manifest, notes: dict[str, Any]) -> str:
+    audio = manifest.audio
+    index = manifest.report_index
+    index_text = "none"
+    if index is not None:
+        index_text = (
+            f"{index.count} training-side reports ({index.text_source} text), FAISS `{index.kind}` "
+            f"inner-product index of {index.dim}-d joint embeddings; de-identified: {index.deidentified}"
+        )
+        if index.recall_at_10_vs_exact is not None:
+            index_text += f"; recall@10 against exact search {index.recall_at_10_vs_exact:.3f}"
+    text_side = "none (audio-only bundle)"
+    if manifest.text_side is not None:
+        cosine = notes.get("text_side_min_cosine_vs_torch")
+        text_side = (
+            f"`{manifest.text_side.file}` (int8-quantised teacher + text projection), "
+            f"min cosine vs torch {cosine}"
+        )
+    bench = notes.get("benchmark_markdown", "")
+    differences = notes.get("differences_from_default", "")
+    parity = notes.get("parity_max_abs_diff")
+    parity_text = f"{parity:.2e}" if isinstance(parity, float) else "n/a"
+    return f"""# Model card: {manifest.name} {manifest.version}
+
+## Intended use
+An auscultation audio encoder (heart, lung, cough and breath sounds) whose embeddings are aligned with
+clinical reports, with linear probes for the benchmark tasks below and a searchable index of de-identified
+training reports. Intended for **research and clinical decision support**; it is **not a diagnostic device**,
+is not cleared by any regulator, and must not be used to make or exclude a diagnosis on its own.
+
+## How to use it
+`acula serve --bundle models/{manifest.name}` or `acula predict --bundle models/{manifest.name} FILE`.
+Audio is decoded to mono, resampled to {audio.sample_rate} Hz, cut into {audio.window_seconds:g} s windows
+every {audio.hop_seconds:g} s (the last one zero-padded) and the window embeddings are {audio.pooling}-pooled.
+Recordings shorter than {audio.min_seconds:g} s are refused.
+
+## Training data and licences
+Only the training side of each subject-level split was seen by self-supervised pre-training, alignment and
+the probes; the metrics below come from held-out subjects.
+
+{_data_table(manifest)}
+## Metrics per task
+{_metrics_table(manifest)}
+{bench}
+## Limitations
+{LIMITATIONS}
+## How it was made
+- Encoder: log-mel front-end (inside the ONNX graph) and a CNN, pre-trained by masked-spectrogram modelling,
+  then aligned to a frozen text teacher's embeddings of reports written from each recording's metadata
+  (the AcuLa method, arXiv 2512.04847), with the masked-spectrogram loss kept as a regulariser.
+- Teacher: {manifest.provenance.teacher or "none"}.
+- Export: ONNX opset {manifest.encoder.opset}; onnxruntime vs torch max absolute difference {parity_text} on
+  real recordings of several lengths and batch sizes.
+- Report index: {index_text}. Index vectors: {notes.get("index_vectors", "n/a")}.
+- Text side: {text_side}.
+- Project commit: `{manifest.provenance.project_commit}`; created {manifest.provenance.created}. The full run
+  configs are in `manifest.json` under `provenance.training_config`.
+{differences}"""
+
+
+def write_model_card(path: Path, manifest: Manifest, notes: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.write_text(render_model_card(manifest, notes))
+    return path

@@ -1,0 +1,113 @@
+"""``AculaAudioModel``: log-mel front-end + encoder + joint projection, with the SSL decoder alongside.
+
+``forward`` is what the ONNX bundle runs: waveform windows in, ``(embedding, joint)`` out. The masked
+spectrogram decoder and the text projection live in the same module (and checkpoint) because alignment keeps
+training them, but they are not on the ``forward`` path, so export drops them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from training.nets.cnn import CNNConfig, CNNEncoder
+from training.nets.frontend import FrontendConfig, LogMelFrontend
+from training.nets.heads import JointProjection, PatchDecoder
+from training.nets.vit import ViTConfig, ViTEncoder
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to rebuild the network; stored in every checkpoint as ``config``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: Literal["cnn", "vit"] = Field("cnn", description="cnn: trains on CPU; vit: MAE-style, for GPUs.")
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
+    cnn: CNNConfig = Field(default_factory=CNNConfig)
+    vit: ViTConfig = Field(default_factory=ViTConfig)
+    embedding_dim: int = Field(256, ge=8, description="Window embedding D (what the probes read).")
+    joint_dim: int = Field(256, ge=8, description="Joint audio-text space J.")
+    text_dim: int | None = Field(
+        None, description="Teacher hidden size H; set by alignment, None for an SSL-only model."
+    )
+    decoder_hidden: int = Field(128, ge=8, description="Width of the light SSL decoder.")
+    projection_dropout: float = Field(0.1, ge=0, lt=1)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+
+def patchify(spec: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
+    """``(B, 1, F, T)`` -> ``(B, Fp * Tp, pf * pt)``, dropping the frames past the last whole patch."""
+    pf, pt = patch
+    b, _, f, t = spec.shape
+    fp, tp = f // pf, t // pt
+    x = spec[:, 0, : fp * pf, : tp * pt].reshape(b, fp, pf, tp, pt)
+    return x.permute(0, 1, 3, 2, 4).reshape(b, fp * tp, pf * pt)
+
+
+class AculaAudioModel(nn.Module):
+    """Waveform ``(B, S)`` at ``sample_rate`` -> embedding ``(B, D)``, joint ``(B, J)`` (unit length)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.frontend = LogMelFrontend(config.frontend)
+        n_mels = config.frontend.n_mels
+        if config.encoder == "cnn":
+            self.encoder: CNNEncoder | ViTEncoder = CNNEncoder(config.cnn, n_mels, config.embedding_dim)
+        else:
+            self.encoder = ViTEncoder(config.vit, n_mels, config.embedding_dim)
+        self.audio_head = JointProjection(config.embedding_dim, config.joint_dim, config.projection_dropout)
+        self.decoder = PatchDecoder(self.encoder.grid_channels, self.encoder.patch, config.decoder_hidden)
+        self.text_head: JointProjection | None = None
+        if config.text_dim is not None:
+            self.text_head = JointProjection(config.text_dim, config.joint_dim, config.projection_dropout)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.embedding_dim
+
+    @property
+    def joint_dim(self) -> int:
+        return self.config.joint_dim
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.frontend.sample_rate
+
+    @property
+    def patch(self) -> tuple[int, int]:
+        return self.encoder.patch
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.encode_audio(waveform)  # (B, S) -> (B, D)
+        return embedding, self.audio_head(embedding)  # (B, D) -> (B, J)
+
+    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.frontend(waveform))  # (B, S) -> (B, 1, F, T) -> (B, D)
+
+    def encode_text(self, teacher_embeddings: torch.Tensor) -> torch.Tensor:
+        """Frozen-teacher embeddings ``(B, H)`` -> joint ``(B, J)``; needs an aligned model."""
+        if self.text_head is None:
+            raise RuntimeError(
+                "this model has no text head (SSL-only checkpoint): run `acula train align` first"
+            )
+        return self.text_head(teacher_embeddings)
+
+    def reconstruct(self, spec: torch.Tensor, patch_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked spectrogram modelling: ``(B, 1, F, T)`` + mask ``(B, Fp, Tp)`` -> (prediction, target).
+
+        Both are ``(B, Fp * Tp, pf * pt)``; the loss reads only the masked rows.
+        """
+        grid = self.encoder.grid(spec, patch_mask)  # (B, C, Fp, Tp)
+        return self.decoder(grid), patchify(spec, self.patch)
+
+    def grid_shape(self, num_frames: int) -> tuple[int, int]:
+        """Patch grid ``(Fp, Tp)`` for a spectrogram of ``num_frames`` frames."""
+        pf, pt = self.patch
+        return self.config.frontend.n_mels // pf, num_frames // pt

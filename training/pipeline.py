@@ -1,0 +1,277 @@
+"""``acula pipeline``: data -> reports -> SSL -> alignment -> probes + export -> benchmark, in one command.
+
+Every stage writes its result under the work dir (``<work_dir>/reports.jsonl``, ``ssl/final.pt``,
+``align/final.pt``, the bundle, ``bench/results.json``) and is skipped when that result already exists, so an
+interrupted run continues where it stopped (the training stages additionally resume from their own
+``last.pt``). Delete a stage's output to redo it and everything after it that reads it.
+
+The run is sized for 2 CPU cores and 90 minutes by ``configs/default.toml``; ``threads`` pins torch's pool so
+a shared machine is not oversubscribed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from training.export_index import IndexKind
+from training.train.config import AlignConfig, SSLConfig
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReportsStage(_Base):
+    writer: str = Field("template", description="Report writer; 'template' needs no network and no key.")
+
+
+class ExportStage(_Base):
+    index: IndexKind = Field("flat", description="flat (exact) | hnsw | ivf (recall measured and recorded).")
+    text_side: bool = Field(True, description="Export the int8 text encoder + tokenizer into the bundle.")
+    hop_seconds: float | None = Field(None, gt=0, description="None: equal to the window (no overlap).")
+    pooling: str = Field("mean", description="How window embeddings become one per recording.")
+    min_seconds: float = Field(0.5, ge=0)
+
+
+class BenchStage(_Base):
+    enabled: bool = True
+    baselines: list[str] = Field(
+        default_factory=lambda: ["opensmile", "ssl"], description="Rows compared with the aligned model."
+    )
+
+
+class PipelineConfig(_Base):
+    """``configs/default.toml``: the whole default model, one file."""
+
+    name: str = Field("acula-default", description="Bundle name (the folder name of --out by default).")
+    version: str = "0.1.0"
+    work_dir: Path = Field(Path("runs/default"), description="Intermediate outputs; resumable.")
+    threads: int = Field(2, ge=1, description="torch and onnxruntime CPU threads.")
+    cache_dir: Path | None = Field(None, description="Audio/teacher cache; None = $ACULA_CACHE or ~/.cache.")
+    datasets: list[str] | None = Field(None, description="Dataset keys; None = every dataset found.")
+    notes: str = Field("", description="Differences from the full default, copied into the model card.")
+    reports: ReportsStage = Field(default_factory=ReportsStage)
+    ssl: SSLConfig = Field(default_factory=SSLConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    export: ExportStage = Field(default_factory=ExportStage)
+    bench: BenchStage = Field(default_factory=BenchStage)
+
+
+def load_pipeline_config(path: Path) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pipeline config {path} does not exist")
+    try:
+        return PipelineConfig.model_validate(tomllib.loads(path.read_text()))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ValueError(f"{path} is not a valid pipeline config:\n{exc}") from exc
+
+
+def resolve(config: PipelineConfig, root: Path) -> PipelineConfig:
+    """Point every stage at ``root``, the work dir and one another (SSL -> align -> export)."""
+    work = config.work_dir
+    data = {"root": Path(root), "datasets": config.datasets, "cache_dir": config.cache_dir}
+    ssl = config.ssl.model_copy(
+        update={
+            "out_dir": work / "ssl",
+            "threads": config.threads,
+            "data": config.ssl.data.model_copy(update=data),
+        }
+    )
+    align = config.align.model_copy(
+        update={
+            "out_dir": work / "align",
+            "threads": config.threads,
+            "init_checkpoint": work / "ssl" / "final.pt",
+            "reports": work / "reports.jsonl",
+            "data": config.align.data.model_copy(update=data | {"window_seconds": ssl.data.window_seconds}),
+        }
+    )
+    return config.model_copy(update={"ssl": ssl, "align": align})
+
+
+@dataclass
+class Stage:
+    """One step; ``done`` is its output, whose existence means the step need not run again."""
+
+    name: str
+    done: Path
+    run: Callable[[], Any]
+
+
+class Progress:
+    """Stage-level progress on the console (the training stages draw their own step bars)."""
+
+    def __init__(self, stages: list[Stage], log_file: Path | None = None) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.stages = stages
+        self.started = time.perf_counter()
+        self.log_file = log_file
+        self.timings: dict[str, float] = {}
+
+    def line(self, text: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.console.print(f"[dim]{elapsed / 60:5.1f} min[/dim] {text}")
+        if self.log_file is not None:
+            with self.log_file.open("a") as handle:
+                handle.write(f"{elapsed:8.1f}s {text}\n")
+
+    def run(self) -> dict[str, float]:
+        for number, stage in enumerate(self.stages, start=1):
+            head = f"[bold]stage {number}/{len(self.stages)}: {stage.name}[/bold]"
+            if stage.done.exists():
+                self.line(f"{head} [green]already done[/green] ({stage.done})")
+                continue
+            self.line(f"{head} ...")
+            began = time.perf_counter()
+            stage.run()
+            if not stage.done.exists():
+                raise RuntimeError(f"stage {stage.name} finished but did not write {stage.done}")
+            self.timings[stage.name] = time.perf_counter() - began
+            self.line(
+                f"{head} [green]done[/green] in {self.timings[stage.name] / 60:.1f} min -> {stage.done}"
+            )
+        total = (time.perf_counter() - self.started) / 60
+        self.line(f"[bold green]pipeline finished[/bold green] in {total:.1f} min")
+        return self.timings
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _acula(*args: str, threads: int) -> None:
+    """Run another ``acula`` subcommand (its CLI is its stable interface), with the thread pools pinned."""
+    import os
+    import subprocess
+    import sys
+
+    executable = Path(sys.executable).with_name("acula")
+    command = [str(executable), *args] if executable.is_file() else [sys.executable, "-m", "training", *args]
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    subprocess.run(command, check=True, env=env)
+
+
+def _export(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], None]) -> None:
+    from training.export import ExportOptions, export_bundle
+    from training.export_inputs import gather
+
+    work = config.work_dir
+    inputs = gather(root, work / "reports.jsonl", config.datasets)
+    options = ExportOptions(
+        checkpoint=work / "align" / "final.pt",
+        out=out,
+        reports=work / "reports.jsonl",
+        root=root,
+        index_kind=config.export.index,
+        name=config.name,
+        version=config.version,
+        hop_seconds=config.export.hop_seconds,
+        pooling=config.export.pooling,
+        min_seconds=config.export.min_seconds,
+        text_side=config.export.text_side,
+        cache_dir=config.cache_dir,
+        configs=json.loads(config.model_dump_json()),
+        extra_card={"differences_from_default": _differences(config)},
+    )
+    result = export_bundle(
+        options, inputs.records, inputs.tasks, inputs.reports, inputs.check, inputs.licences, log
+    )
+    write_json(
+        work / "export.json",
+        {
+            "bundle": str(out),
+            "size_bytes": result.size_bytes,
+            "parity_max_abs_diff": result.parity_max_abs_diff,
+            "timings_s": result.timings_s,
+            "notes": result.notes,
+        },
+    )
+
+
+def _differences(config: PipelineConfig) -> str:
+    if not config.notes.strip():
+        return ""
+    return f"\n## Differences from the full default run\n{config.notes.strip()}\n"
+
+
+def _benchmark(config: PipelineConfig, root: Path, out: Path) -> None:
+    bench_dir = config.work_dir / "bench"
+    encoders = [str(out)]
+    if "ssl" in config.bench.baselines:
+        encoders.append(str(config.work_dir / "ssl" / "final.pt"))
+    args = ["bench", "--root", str(root), "--out", str(bench_dir)]
+    for encoder in encoders:
+        args += ["--encoder", encoder]
+    if "opensmile" in config.bench.baselines:
+        args += ["--encoder", "opensmile"]
+    _acula(*args, threads=config.threads)
+
+
+def _update_card(config: PipelineConfig, out: Path) -> None:
+    """Put the benchmark table into MODEL_CARD.md and re-hash the bundle."""
+    from service.bundle import load_manifest, write_manifest
+    from training.model_card import write_model_card
+
+    manifest = load_manifest(out)
+    notes = json.loads((out / "export_notes.json").read_text())
+    table = config.work_dir / "bench" / "results.md"
+    bench = f"## Benchmark\n{table.read_text()}\n" if table.is_file() else ""
+    write_model_card(
+        out / "MODEL_CARD.md",
+        manifest,
+        notes | {"benchmark_markdown": bench, "differences_from_default": _differences(config)},
+    )
+    write_manifest(out, manifest, extra_files=sorted(set(manifest.files) - set(manifest.named_files())))
+    write_json(config.work_dir / "card.json", {"benchmark_included": bool(bench)})
+
+
+def build_stages(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], None]) -> list[Stage]:
+    from training.train.align import run_align
+    from training.train.ssl import run_ssl
+
+    work = config.work_dir
+    report_args = ["reports", "build", "--root", str(root), "--out", str(work / "reports.jsonl")]
+    report_args += ["--backend", config.reports.writer]
+    for dataset in config.datasets or []:
+        report_args += ["--datasets", dataset]
+    stages = [
+        Stage("reports", work / "reports.jsonl", lambda: _acula(*report_args, threads=config.threads)),
+        Stage("ssl", work / "ssl" / "final.pt", lambda: run_ssl(config.ssl)),
+        Stage("align", work / "align" / "final.pt", lambda: run_align(config.align)),
+        Stage("probes + export", work / "export.json", lambda: _export(config, root, out, log)),
+    ]
+    if config.bench.enabled:
+        stages.append(
+            Stage("benchmark", work / "bench" / "results.json", lambda: _benchmark(config, root, out))
+        )
+    stages.append(Stage("model card", work / "card.json", lambda: _update_card(config, out)))
+    return stages
+
+
+def run_pipeline(config: PipelineConfig, root: Path, out: Path) -> dict[str, float]:
+    """Run (or resume) every stage; returns the seconds each stage that ran took."""
+    import torch
+
+    torch.set_num_threads(config.threads)
+    config = resolve(config, root)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    write_json(config.work_dir / "pipeline_config.json", json.loads(config.model_dump_json()))
+    progress = Progress([], log_file=config.work_dir / "pipeline.log")
+    progress.stages = build_stages(config, Path(root), Path(out), progress.line)
+    timings = progress.run()
+    write_json(config.work_dir / "timings.json", timings)
+    return timings

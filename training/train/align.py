@@ -1,0 +1,197 @@
+"""AcuLa alignment: pull each recording's audio towards the frozen teacher's embedding of its report.
+
+Starts from the SSL checkpoint, adds a text projection head sized from the teacher's hidden size, and trains
+with the named loss parts of ``training.losses`` (contrastive + optional 1 - CKA + the masked-spectrogram
+loss that keeps acoustic detail). Only training-side recordings and their training-side reports are used.
+The teacher runs once per distinct text, before training (``TeacherCache``); training reads a table.
+At the end, audio -> report recall@k on the test side is logged for the starting checkpoint and the aligned
+one (``retrieval.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.data.records import Recording
+from training.losses import ContrastiveLoss, cka_loss, masked_spectrogram_loss, random_patch_mask
+from training.nets.factory import build_model, load_checkpoint
+from training.nets.model import AculaAudioModel
+from training.teacher import TeacherCache, load_teacher
+from training.train.audio_dataset import AudioCache, default_cache_dir
+from training.train.config import AlignConfig
+from training.train.loop import param_groups, train
+from training.train.pairs import PairDataset, build_pairs, read_reports
+from training.train.ssl import float32_logmel, subset
+
+
+class AlignObjective(nn.Module):
+    """``(waveform (B, S), text index (B,))`` -> named loss parts.
+
+    ``text_table`` ``(U, H)`` holds the cached teacher embedding of every distinct training text; the text
+    index doubles as the text identity for the contrastive targets.
+    """
+
+    def __init__(
+        self,
+        model: AculaAudioModel,
+        text_table: torch.Tensor,
+        contrastive: str,
+        mask_ratio: float,
+        weights: dict[str, float],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.contrastive = ContrastiveLoss(contrastive)
+        self.register_buffer("text_table", text_table, persistent=False)
+        self.mask_ratio = mask_ratio
+        self.active = {name for name, w in weights.items() if w > 0}
+
+    def forward(self, waveform: torch.Tensor, text_index: torch.Tensor) -> dict[str, torch.Tensor]:
+        model = self.model
+        spec = float32_logmel(model, waveform)  # (B, S) -> (B, 1, F, T)
+        audio = model.audio_head(model.encoder(spec))  # (B, D) -> (B, J)
+        text = model.encode_text(self.text_table[text_index])  # (B, H) -> (B, J)
+        parts: dict[str, torch.Tensor] = {}
+        if "contrastive" in self.active:
+            parts["contrastive"] = self.contrastive(audio, text, text_index)
+        if "cka" in self.active:
+            parts["cka"] = cka_loss(audio, text)
+        if "masked_spectrogram" in self.active:
+            fp, tp = model.grid_shape(spec.shape[-1])
+            mask = random_patch_mask(len(spec), fp, tp, self.mask_ratio, device=spec.device)
+            pred, target = model.reconstruct(spec, mask)
+            parts["masked_spectrogram"] = masked_spectrogram_loss(pred, target, mask)
+        return parts
+
+    def extra_metrics(self) -> dict[str, float]:
+        return {"logit_scale": float(self.contrastive.scale().detach())}
+
+
+def starting_model(config: AlignConfig, text_dim: int) -> AculaAudioModel:
+    """The SSL checkpoint (or a random init) with a text head for a teacher of hidden size ``text_dim``."""
+    if config.init_checkpoint is not None:
+        base = load_checkpoint(config.init_checkpoint)
+    elif config.model is not None:
+        base = build_model(config.model)
+    else:
+        raise ValueError("align needs init_checkpoint (the SSL checkpoint) or, for a random start, model")
+    model = build_model(base.config.model_copy(update={"text_dim": text_dim}))
+    result = model.load_state_dict(base.state_dict(), strict=False)
+    unexpected = list(result.unexpected_keys)
+    if base.config.text_dim not in (None, text_dim):  # a previous teacher's head: drop it, train a new one
+        unexpected = [k for k in unexpected if not k.startswith("text_head.")]
+    missing = [k for k in result.missing_keys if not k.startswith("text_head.")]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def run_align(
+    config: AlignConfig, records: list[Recording] | None = None, reports: list[Any] | None = None
+) -> Path:
+    """Align; returns ``<run_dir>/final.pt``. ``records``/``reports`` override loading from the config."""
+    all_records = records
+    if all_records is None:
+        from training.data import load_records
+
+        all_records = load_records(Path(config.data.root), config.data.datasets)
+    if reports is None:
+        reports = read_reports(config.reports)
+    train_pairs = build_pairs(all_records, reports, "train")
+    if config.data.max_recordings is not None:
+        keep = {id(r) for r in subset(train_pairs.records, config.data.max_recordings, config.seed)}
+        rows = [i for i, r in enumerate(train_pairs.records) if id(r) in keep]
+        train_pairs.records = [train_pairs.records[i] for i in rows]
+        train_pairs.text_indices = [train_pairs.text_indices[i] for i in rows]
+    if not train_pairs.records:
+        raise ValueError(
+            f"no training-side recording has a training-side report in {config.reports}: "
+            "check that the reports were written for these datasets"
+        )
+    teacher = load_teacher(config.teacher)
+    cache_root = Path(config.data.cache_dir) if config.data.cache_dir else None
+    teacher_dir = config.teacher_cache_dir or (cache_root or default_cache_dir()) / "teacher"
+    teacher_cache = TeacherCache(teacher, teacher_dir)
+    table = torch.from_numpy(teacher_cache.encode(train_pairs.texts))  # (U, H), the only teacher run
+
+    torch.manual_seed(config.seed)
+    model = starting_model(config, teacher.hidden_size)
+    audio_cache = AudioCache(cache_root, model.sample_rate)
+    usable = {id(r) for r in audio_cache.prepare(train_pairs.records, progress=config.progress)}
+    rows = [i for i, r in enumerate(train_pairs.records) if id(r) in usable]
+    train_pairs.records = [train_pairs.records[i] for i in rows]
+    train_pairs.text_indices = [train_pairs.text_indices[i] for i in rows]
+    window = round(config.data.window_seconds * model.sample_rate)
+    dataset = PairDataset(train_pairs, audio_cache, window, config.data.crops_per_recording, config.seed)
+    weights = config.loss_weights.model_dump()
+    objective = AlignObjective(model, table, config.contrastive, config.mask_ratio, weights)
+
+    heads = {"model.audio_head", "model.text_head", "contrastive"}
+    named = list(objective.named_parameters())
+    head_params = [(n, p) for n, p in named if any(n.startswith(h + ".") for h in heads)]
+    body_params = [(n, p) for n, p in named if not any(n.startswith(h + ".") for h in heads)]
+    lr, wd = config.optim.lr, config.optim.weight_decay
+    groups = param_groups(head_params, lr, wd) + param_groups(body_params, lr * config.encoder_lr_scale, wd)
+    extra = {
+        "stage": "align",
+        "teacher": teacher.identity,
+        "teacher_path": str(config.teacher.path),
+        "window_seconds": config.data.window_seconds,
+        "recordings": len(train_pairs.records),
+        "texts": len(train_pairs.texts),
+    }
+    final = train(config, objective, model, dataset, groups, weights, final_extra=extra)
+    if config.eval.enabled:
+        evaluate(config, final, all_records, reports, teacher_cache, audio_cache)
+    return final
+
+
+def evaluate(
+    config: AlignConfig,
+    final: Path,
+    records: list[Recording],
+    reports: list[Any],
+    teacher_cache: TeacherCache,
+    audio_cache: AudioCache,
+) -> dict[str, dict[str, float]] | None:
+    """Test-side audio -> report recall@k, starting checkpoint vs aligned; writes ``retrieval.json``."""
+    from training.train.retrieval import retrieval_report
+
+    test_pairs = build_pairs(records, reports, "test")
+    test_pairs.records = audio_cache.prepare(test_pairs.records, progress=config.progress)
+    if not test_pairs.records:
+        print("no test-side recording has a report: retrieval not measured")
+        return None
+    train_pairs = build_pairs(records, reports, "train")
+    rows = subset(list(range(len(train_pairs.records))), config.eval.max_train_recordings, config.seed)
+    train_pairs.records = [train_pairs.records[i] for i in rows]
+    train_pairs.text_indices = [train_pairs.text_indices[i] for i in rows]
+    aligned = load_checkpoint(final)
+    if config.init_checkpoint is not None:
+        before_name, before = "ssl", load_checkpoint(config.init_checkpoint)
+    else:
+        torch.manual_seed(config.seed)  # the same random init alignment started from
+        before_name, before = "random_init", build_model(aligned.config.model_copy(update={"text_dim": None}))
+    results = retrieval_report(
+        {before_name: before, "aligned": aligned},
+        train_pairs,
+        test_pairs,
+        teacher_cache.encode(train_pairs.texts),
+        teacher_cache.encode(test_pairs.texts),
+        audio_cache,
+        config.data.window_seconds,
+        config.eval.recall_k,
+    )
+    out = final.parent / "retrieval.json"
+    out.write_text(json.dumps({"k": config.eval.recall_k, "results": results}, indent=2) + "\n")
+    k = config.eval.recall_k
+    for name, row in results.items():
+        joint = f", joint {row['joint_all']:.3f}" if "joint_all" in row else ""
+        ridge, chance = row["ridge_all"], row["chance_all"]
+        print(f"recall@{k} test side [{name}]: ridge {ridge:.3f}{joint} (chance {chance:.3f})")
+    return results
