@@ -116,7 +116,9 @@ def main() -> None:
         table = torch.from_numpy(cache.encode(table_texts))  # the one teacher run of cached mode
         position = {t: i for i, t in enumerate(table_texts)}
         weights = cfg.loss_weights.model_dump()
-        objective = AlignObjective(model, table, cfg.contrastive, cfg.mask_ratio, weights)
+        objective = AlignObjective(
+            model, table, cfg.contrastive, cfg.mask_ratio, weights, cfg.masked_batch_fraction
+        )
         optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4)
 
         def step(wave: torch.Tensor, index: torch.Tensor) -> None:

@@ -3,7 +3,9 @@
 A bundle is a folder holding ``manifest.json`` and the files it names. The manifest records the SHA-256 of
 every file, the audio contract (sample rate and windowing policy), the ONNX input/output names and shapes, the
 probes, the report index and provenance. :func:`load_bundle` verifies every hash before anything is used, so a
-truncated copy or a tampered file is refused with an error that names the file.
+truncated copy or a tampered file is refused with an error that names the file. ``manifest.json`` carries
+the SHA-256 of its own bytes (computed with that value zeroed), so an edit to the manifest itself, which
+would otherwise change the audio contract or the probe labels unnoticed, is refused the same way.
 
 Nothing in a bundle is pickled: ONNX, JSON, ``.npz`` read with ``allow_pickle=False`` and FAISS index files.
 This module is torch-free: training imports it to write bundles, the service to read them.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+_SELF_HASH_PLACEHOLDER = "0" * 64
+_SELF_HASH = re.compile(rb'"manifest_sha256": "([0-9a-f]{64})"')
 
 
 class BundleError(Exception):
@@ -40,7 +45,9 @@ class AudioContract(_Strict):
     sample_rate: int = Field(16000, ge=1000, le=384000, description="Rate the encoder expects, in Hz.")
     window_seconds: float = Field(4.0, gt=0, description="Length of one encoder window.")
     hop_seconds: float = Field(4.0, gt=0, description="Step between window starts.")
-    pooling: Literal["mean", "max"] = Field("mean", description="How window embeddings become one per recording.")
+    pooling: Literal["mean", "max"] = Field(
+        "mean", description="How window embeddings become one per recording."
+    )
     min_seconds: float = Field(0.5, ge=0, description="Shorter recordings are refused.")
 
     @property
@@ -53,7 +60,7 @@ class AudioContract(_Strict):
 
 
 class TensorSpec(_Strict):
-    """One ONNX input or output: name and shape, with strings for dynamic axes (``"batch"``, ``"samples"``)."""
+    """One ONNX input or output: name and shape, strings for dynamic axes (``"batch"``, ``"samples"``)."""
 
     name: str
     shape: list[int | str]
@@ -78,7 +85,9 @@ class ProbeSpec(_Strict):
     file: str
     labels: list[str] = Field(default_factory=list, description="Class names; empty for regression.")
     unit: str | None = Field(None, description="Unit of a regression target, e.g. 'years'.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Held-out metrics, e.g. {'auroc': 0.8}.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Held-out metrics, e.g. {'auroc': 0.8}."
+    )
     description: str = ""
 
 
@@ -92,7 +101,9 @@ class ReportIndexSpec(_Strict):
     metric: Literal["inner_product"] = "inner_product"
     kind: Literal["flat", "hnsw", "ivf"] = "flat"
     recall_at_10_vs_exact: float | None = Field(None, description="Measured at export for approximate kinds.")
-    deidentified: bool = Field(description="True only when every report passed the identifying-information check.")
+    deidentified: bool = Field(
+        description="True only when every report passed the identifying-information check."
+    )
     text_source: Literal["template", "llm", "mixed", "user"] = "template"
 
 
@@ -135,6 +146,9 @@ class Manifest(_Strict):
     text_side: TextSideSpec | None = None
     provenance: Provenance = Field(default_factory=Provenance)
     files: dict[str, str] = Field(default_factory=dict, description="Relative path -> SHA-256 hex digest.")
+    manifest_sha256: str | None = Field(
+        None, description="SHA-256 of manifest.json with this value zeroed; set by write_manifest."
+    )
 
     @model_validator(mode="after")
     def _every_named_file_is_hashed(self) -> Manifest:
@@ -173,26 +187,57 @@ def write_manifest(bundle_dir: Path, manifest: Manifest, extra_files: list[str] 
     """Hash every named file (plus ``extra_files`` such as MODEL_CARD.md) and write ``manifest.json``."""
     bundle_dir = Path(bundle_dir)
     names = sorted(set(manifest.named_files()) | set(extra_files or []))
+    if MANIFEST_NAME in names:
+        raise BundleError(
+            f"{MANIFEST_NAME} hashes itself; do not list it among the bundle's files", MANIFEST_NAME
+        )
     hashes = {}
     for name in names:
         path = bundle_dir / name
         if not path.is_file():
             raise BundleError(f"cannot write manifest: {name} does not exist in {bundle_dir}", file=name)
         hashes[name] = sha256_file(path)
-    final = manifest.model_copy(update={"files": hashes})
+    final = manifest.model_copy(update={"files": hashes, "manifest_sha256": _SELF_HASH_PLACEHOLDER})
     Manifest.model_validate(final.model_dump())  # re-run validators on the completed manifest
-    (bundle_dir / MANIFEST_NAME).write_text(json.dumps(final.model_dump(mode="json"), indent=2) + "\n")
-    return final
+    text = json.dumps(final.model_dump(mode="json"), indent=2) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    field = '"manifest_sha256": "{}"'  # JSON escapes quotes inside strings, so this occurs exactly once
+    text = text.replace(field.format(_SELF_HASH_PLACEHOLDER), field.format(digest))
+    (bundle_dir / MANIFEST_NAME).write_text(text)
+    return final.model_copy(update={"manifest_sha256": digest})
+
+
+def _check_self_hash(raw: bytes) -> None:
+    """The manifest's bytes hash to the value it records (with that value zeroed while hashing)."""
+    found = list(_SELF_HASH.finditer(raw))
+    if len(found) != 1:
+        raise BundleError(
+            f"{MANIFEST_NAME} has no valid manifest_sha256: it was edited by hand or damaged; "
+            "re-export the bundle",
+            MANIFEST_NAME,
+        )
+    start, end = found[0].span(1)
+    recorded = raw[start:end].decode()
+    actual = hashlib.sha256(raw[:start] + _SELF_HASH_PLACEHOLDER.encode() + raw[end:]).hexdigest()
+    if actual != recorded:
+        raise BundleError(
+            f"{MANIFEST_NAME} does not match its own SHA-256 (recorded {recorded[:12]}..., found "
+            f"{actual[:12]}...): it was altered after export; re-export the bundle",
+            MANIFEST_NAME,
+        )
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:
     """Parse and validate ``manifest.json`` without checking file hashes."""
     path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise BundleError(f"{path} not found: not a model bundle (build one with `acula export`)", MANIFEST_NAME)
+        raise BundleError(
+            f"{path} not found: not a model bundle (build one with `acula export`)", MANIFEST_NAME
+        )
+    data = path.read_bytes()
     try:
-        raw = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{MANIFEST_NAME} is not valid JSON: {exc}", MANIFEST_NAME) from exc
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
@@ -200,6 +245,7 @@ def read_manifest(bundle_dir: Path) -> Manifest:
             f"{MANIFEST_NAME} has schema_version {version!r}; this acula reads version {SCHEMA_VERSION}",
             MANIFEST_NAME,
         )
+    _check_self_hash(data)
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:

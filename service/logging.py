@@ -35,6 +35,9 @@ ALLOWED_FIELDS = (
     "host",
     "port",
     "bundle",
+    "threads",
+    "max_batch_size",
+    "max_queue",
 )
 
 

@@ -9,6 +9,7 @@ warmed up, and it turns false again first thing on shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
@@ -20,7 +21,7 @@ import numpy as np
 
 from service.audio import DecodedAudio
 from service.core.batcher import Batcher, BatchStats
-from service.core.errors import InferenceTimeout, InvalidQuery, NotReady
+from service.core.errors import InferenceTimeout, InvalidQuery, NotReady, Overloaded
 from service.core.pipeline import InferencePipeline, Prediction
 from service.index import ReportHit
 from service.metrics import Metrics
@@ -38,6 +39,7 @@ class Runtime:
         self.metrics = metrics
         self.api_keys = settings.resolved_api_keys()
         self.ready = False
+        self._active = 0  # requests between admission and their result
         self._pipeline: InferencePipeline | None = None
         self._batcher: Batcher | None = None
         self._cpu = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="acula-cpu")
@@ -79,6 +81,9 @@ class Runtime:
                 "model": manifest.name,
                 "model_version": manifest.version,
                 "provider": pipeline.backend.providers,
+                "threads": settings.intra_op_threads,
+                "max_batch_size": settings.max_batch_size,
+                "max_queue": settings.max_queue,
             },
         )
 
@@ -118,7 +123,10 @@ class Runtime:
     # --- stages -------------------------------------------------------------------------------------------
     async def _in_pool(self, stage: str, fn: Callable[..., T], *args: object) -> tuple[T, float]:
         started = time.perf_counter()
-        result = await asyncio.get_running_loop().run_in_executor(self._cpu, functools.partial(fn, *args))
+        context = contextvars.copy_context()  # so log lines from the worker thread carry the request id
+        result = await asyncio.get_running_loop().run_in_executor(
+            self._cpu, functools.partial(context.run, fn, *args)
+        )
         seconds = time.perf_counter() - started
         self.metrics.stage_latency.labels(stage=stage).observe(seconds)
         return result, seconds * 1000.0
@@ -145,11 +153,24 @@ class Runtime:
     ) -> Prediction:
         """The whole pipeline for one upload, as :meth:`InferencePipeline.predict` runs it for the CLI.
 
-        ``tasks=None`` skips the probes (``/embed``); an empty list runs every task of the bundle.
+        ``tasks=None`` skips the probes (``/embed``); an empty list runs every task of the bundle. Admission
+        is checked here, before decoding, so a refused request costs nothing and decoded audio held in
+        memory is bounded by ``max_queue`` recordings.
         """
-        started = time.perf_counter()
         pipeline = self.pipeline
         selected = pipeline.check_request(tasks, top_k) if tasks is not None else []
+        if self._active >= self.settings.max_queue:
+            raise Overloaded(f"{self._active} requests are already being processed")
+        self._active += 1
+        try:
+            return await self._run(pipeline, data, selected, top_k, per_window)
+        finally:
+            self._active -= 1
+
+    async def _run(
+        self, pipeline: InferencePipeline, data: bytes, selected: list[str], top_k: int, per_window: bool
+    ) -> Prediction:
+        started = time.perf_counter()
         audio, decode_ms = await self.decode(data)
         windows = pipeline.cut(audio)
         embeddings, joints, encode_ms = await self.encode(windows)

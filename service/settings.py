@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="Longest a window waits for others to fill a batch."
     )
     max_queue: int = Field(
-        default=64, ge=1, description="Requests admitted to the batcher at once; more get 503."
+        default=64, ge=1, description="Requests processed at once (decode to result); more get 503 at once."
     )
     decode_workers: int = Field(
         default=2, ge=1, description="Threads decoding uploads (bounds concurrent decodes)."
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted API keys (comma separated). Empty with no file: auth off."
     )
-    api_keys_file: Path | None = Field(
+    api_keys_file: FilePath | None = Field(
         default=None, description="File with one API key per line (# comments)."
     )
 

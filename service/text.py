@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from service.bundle import BundleError, TensorSpec, TextSideSpec
+from service.core.errors import InvalidQuery
 from service.core.windowing import l2_normalise
 
 
@@ -46,9 +47,18 @@ class TextEncoder:
                 file=spec.file,
             )
         self.dim = joint.shape[-1]
+        probe = self.embed("probe")
+        if isinstance(self.dim, int) and probe.shape != (self.dim,):
+            raise BundleError(
+                f"{spec.file}: output has {probe.shape[0]} dimensions, the joint space {self.dim}",
+                file=spec.file,
+            )
 
     def embed(self, text: str) -> np.ndarray:
+        """One unit vector; raises InvalidQuery for text that yields no tokens or no direction."""
         encoding = self.tokenizer.encode(text)
+        if not encoding.ids:
+            raise InvalidQuery("the query has no tokens")
         ids = np.asarray([encoding.ids], dtype=np.int64)
         feeds = {self.spec.input_ids: ids}
         if self.spec.attention_mask in self.inputs:
@@ -56,4 +66,6 @@ class TextEncoder:
         if "token_type_ids" in self.inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
         vector = np.asarray(self.session.run([self.spec.output], feeds)[0], dtype=np.float32).reshape(-1)
+        if not np.isfinite(vector).all() or not np.any(vector):
+            raise InvalidQuery("the query does not map to a direction in the joint space")
         return l2_normalise(vector)

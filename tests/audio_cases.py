@@ -1,4 +1,4 @@
-"""Audio files for tests, generated in memory: well-formed files in every supported format, and malformed ones.
+"""Audio files for tests, generated in memory: well-formed files in every supported format, and damaged ones.
 
 Nothing binary is committed: every case is built from a sine with soundfile or PyAV, then edited byte by
 byte where a case needs a lying or damaged header.
@@ -43,20 +43,44 @@ def encode(samples: np.ndarray, rate: int, container: str = "WAV", subtype: str 
     return buffer.getvalue()
 
 
+def encode_av(samples: np.ndarray, rate: int, codec: str = "aac", container: str = "mp4") -> bytes:
+    """``samples`` (``(frames,)`` or ``(frames, 2)``) encoded by FFmpeg through PyAV, e.g. AAC in M4A."""
+    import av
+
+    layout = "mono" if samples.ndim == 1 else "stereo"
+    planar = np.ascontiguousarray(np.atleast_2d(samples.T), dtype=np.float32)  # (channels, frames)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as output:
+        stream = output.add_stream(codec, rate=rate)
+        stream.layout = layout
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+    return buffer.getvalue()
+
+
 def encode_m4a(samples: np.ndarray, rate: int) -> bytes:
-    """Mono ``samples`` as AAC in an MP4 (M4A) container, written by FFmpeg through PyAV."""
+    """AAC in an MP4 (M4A) container."""
+    return encode_av(samples, rate, "aac", "mp4")
+
+
+def encode_video_only_mp4() -> bytes:
+    """A few black MPEG-4 video frames and no audio stream."""
     import av
 
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=rate)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(samples[None, :].astype(np.float32), format="fltp", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
+    with av.open(buffer, "w", format="mp4") as output:
+        stream = output.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                output.mux(packet)
         for packet in stream.encode(None):
-            container.mux(packet)
+            output.mux(packet)
     return buffer.getvalue()
 
 

@@ -24,6 +24,7 @@ from service.bundle import (
     ProbeSpec,
     ReportIndexSpec,
     TensorSpec,
+    TextSideSpec,
     write_manifest,
 )
 
@@ -49,6 +50,7 @@ class TinyBundleOptions:
     seed: int = 0
     name: str = "acula-tiny"
     version: str = "0.0.1-test"
+    text_side: bool = False  # add a tokenizer and ONNX text encoder (free-text report search)
     channels: int = 16  # embedding dimension; raise it (and lower stride) to emulate a heavier encoder
     stride: int = 160
 
@@ -92,6 +94,63 @@ def build_encoder(path: Path, seed: int = 0, channels: int = EMBEDDING_DIM, stri
     model.ir_version = 9
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+TEXT_VOCAB = ["[UNK]", "[PAD]"] + sorted(
+    {
+        "normal",
+        "crackle",
+        "crackles",
+        "wheeze",
+        "wheezes",
+        "sounds",
+        "heard",
+        "at",
+        "the",
+        "left",
+        "lower",
+        "lobe",
+    }
+)
+
+
+def build_text_side(bundle: Path, seed: int = 0) -> None:
+    """``tokenizer.json`` (word level) and ``text_encoder.onnx``: mean of token vectors under the attention
+    mask, L2-normalised into the joint space (``input_ids``, ``attention_mask`` -> ``joint``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({word: i for i, word in enumerate(TEXT_VOCAB)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(bundle / "tokenizer.json"))
+    table = np.random.default_rng(seed + 7).standard_normal((len(TEXT_VOCAB), JOINT_DIM)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["tokens"]),  # (B, T) -> (B, T, 8)
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mask_f", "axis_last"], ["mask3"]),  # (B, T, 1)
+        helper.make_node("Mul", ["tokens", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis_tokens"], ["summed"], keepdims=0),  # (B, 8)
+        helper.make_node("LpNormalization", ["summed"], ["joint"], axis=1, p=2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_text_encoder",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"]),
+        ],
+        [helper.make_tensor_value_info("joint", TensorProto.FLOAT, ["batch", JOINT_DIM])],
+        [
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "axis_last"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_tokens"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="acula-tests")
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(bundle / "text_encoder.onnx"))
 
 
 def _write_probe(
@@ -166,6 +225,8 @@ def build_tiny_bundle(out: Path, options: TinyBundleOptions | None = None) -> Ma
     _write_probe(
         out / "probe_age.npz", rng, 1, stats, target_mean=np.array([40.0]), target_scale=np.array([15.0])
     )
+    if options.text_side:
+        build_text_side(out, seed=options.seed)
     manifest = Manifest(
         name=options.name,
         version=options.version,
@@ -197,6 +258,7 @@ def build_tiny_bundle(out: Path, options: TinyBundleOptions | None = None) -> Ma
         report_index=ReportIndexSpec(
             count=options.reports, dim=JOINT_DIM, deidentified=options.deidentified, text_source="template"
         ),
+        text_side=TextSideSpec(max_tokens=32) if options.text_side else None,
     )
     return write_manifest(out, manifest)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,6 @@ from tests.bundles import write_wav
 from tests.service.live import REPO, LiveServer, serve
 from training.cli import app
 
-SHARED = REPO.parent / "shared" / "data"
 # The CLI reads the same ACULA_* settings as the service; the live server runs with one intra-op thread, and
 # onnxruntime's summation order (hence the last bit of a float32) depends on threads and batch size.
 runner = CliRunner(env={"ACULA_INTRA_OP_THREADS": "1"})
@@ -30,16 +30,24 @@ def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def _recordings(tmp_path: Path) -> list[Path]:
-    files = [
+    return [
         write_wav(tmp_path / "a.wav", 7.3, rate=4000, seed=11),
         write_wav(tmp_path / "b.wav", 2.0, seed=12),
     ]
-    real = sorted((SHARED / "physionet2016" / "training-a").glob("*.flac"))[:1]
-    return files + real  # a real 2 kHz PhysioNet recording when the shared data are present
 
 
-def test_predict_json_is_identical_to_http(server: LiveServer, tiny_bundle: Path, tmp_path: Path) -> None:
-    for path in _recordings(tmp_path):
+def _real_recordings(shared_data: Path) -> list[Path]:
+    """The first recording of every dataset folder: 2, 4, 8 and 16 kHz, heart, lung, cough, manikin."""
+    found = []
+    for folder in sorted(p for p in shared_data.iterdir() if p.is_dir()):
+        files = sorted(folder.rglob("*.flac")) + sorted(folder.rglob("*.wav"))
+        if files:
+            found.append(files[0])
+    return found
+
+
+def _same_prediction(server: LiveServer, tiny_bundle: Path, paths: list[Path]) -> None:
+    for path in paths:
         result = runner.invoke(
             app,
             ["predict", "--bundle", str(tiny_bundle), str(path), "--json", "--top-k", "3", "--per-window"],
@@ -54,6 +62,18 @@ def test_predict_json_is_identical_to_http(server: LiveServer, tiny_bundle: Path
         ).json()
         for key in ("model", "input", "windows", "tasks", "reports", "window_scores"):
             assert cli[key] == http[key], (path.name, key)
+
+
+def test_predict_json_is_identical_to_http(server: LiveServer, tiny_bundle: Path, tmp_path: Path) -> None:
+    _same_prediction(server, tiny_bundle, _recordings(tmp_path))
+
+
+def test_predict_on_real_recordings_of_every_dataset(
+    server: LiveServer, tiny_bundle: Path, shared_data: Path
+) -> None:
+    paths = _real_recordings(shared_data)
+    assert len(paths) >= 5
+    _same_prediction(server, tiny_bundle, paths)
 
 
 def test_embed_npy_is_identical_to_http(server: LiveServer, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -100,6 +120,15 @@ def test_serve_without_a_bundle_says_how_to_build_one(tmp_path: Path) -> None:
         timeout=60,
     )
     assert other.returncode != 0 and "does not exist" in other.stderr
+    from_env = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ACULA_BUNDLE": str(tmp_path / "elsewhere")},
+    )
+    assert from_env.returncode != 0 and "elsewhere does not exist" in from_env.stderr
 
 
 def test_serve_refuses_a_tampered_bundle_before_listening(tiny_bundle: Path, tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ class ExportOptions:
     name: str | None = None
     version: str = "0.1.0"
     window_seconds: float | None = None  # None: the crop length the checkpoint was trained on
-    hop_seconds: float | None = None  # None: half a window
+    hop_seconds: float | None = None  # None: equal to the window (no overlap)
     pooling: str = "mean"
     min_seconds: float = 0.5
     text_side: bool = True
@@ -184,6 +184,7 @@ def fit_probes(
             labels=list(task.labels),
             unit=task.unit,
             description=task.description,
+            groups_train=np.asarray([r.subject_id for r, _ in task.train]),
         )
         spec = fit_probe(data, out)
         specs.append(spec)
@@ -192,14 +193,17 @@ def fit_probes(
 
 
 def _parity_recordings(records: Sequence[Recording], embedder: RecordingEmbedder, count: int = 4) -> list:
-    """Real training-side recordings from as many datasets as possible (different rates and lengths)."""
+    """``count`` real training-side recordings, taken round-robin over datasets (rates and lengths differ)."""
+    by_dataset: dict[str, list[Recording]] = {}
+    for record in records:
+        if record.is_training_side:
+            by_dataset.setdefault(record.dataset, []).append(record)
+    queues = [items[len(items) // 2 :] + items[: len(items) // 2] for _, items in sorted(by_dataset.items())]
     chosen: list[Recording] = []
-    for dataset in sorted({r.dataset for r in records}):
-        candidates = [r for r in records if r.dataset == dataset and r.audio_path is not None]
-        if candidates:
-            chosen.append(candidates[len(candidates) // 2])
-        if len(chosen) == count:
-            break
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
     return [embedder.samples(r) for r in chosen]
 
 
@@ -235,14 +239,22 @@ def export_bundle(
     if reports:  # refuse an identifying corpus before any slow work
         if check_identifying is None:
             raise ExportError("a report corpus needs the identifying-information check; none was given")
-        rows = corpus_rows(reports, check_identifying)
+        training_side = {(r.dataset, r.recording_id) for r in records if r.is_training_side}
+        kept = [
+            r
+            for r in reports
+            if r.get("split") == "train" and (r["dataset"], r["recording_id"]) in training_side
+        ]
+        notes["reports_left_out_not_training_side"] = len(reports) - len(kept)
+        rows = corpus_rows(kept, check_identifying)
+        log(f"report corpus: {len(rows)} training-side reports, {len(reports) - len(kept)} others left out")
     payload = read_checkpoint(options.checkpoint)
     model = load_checkpoint(options.checkpoint)
     window_seconds = options.window_seconds or float(payload.get("window_seconds", 4.0))
     contract = AudioContract(
         sample_rate=model.sample_rate,
         window_seconds=window_seconds,
-        hop_seconds=options.hop_seconds or window_seconds / 2,
+        hop_seconds=options.hop_seconds or window_seconds,
         pooling=options.pooling,  # type: ignore[arg-type]
         min_seconds=options.min_seconds,
     )

@@ -28,6 +28,7 @@ class CorpusRefused(ValueError):
 def corpus_rows(reports: Iterable[dict[str, Any]], check: Callable[[str], list[str]]) -> list[dict[str, Any]]:
     """Training-side reports as bundle corpus rows (id, recording_id, dataset, text, labels, facts).
 
+    The caller drops test-side reports first; one reaching this point is a bug and refuses the export.
     Raises :class:`CorpusRefused` naming the reports (never their text) that fail ``check``.
     """
     rows, failures = [], []

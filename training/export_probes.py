@@ -37,6 +37,7 @@ class ProbeData:
     labels: list[str] = field(default_factory=list)
     unit: str | None = None
     description: str = ""
+    groups_train: np.ndarray | None = None  # subject ids: the hyperparameter is chosen on a grouped split
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,12 +120,37 @@ def _metrics(data: ProbeData, scores: np.ndarray, labels: list[str]) -> dict[str
     return out
 
 
-def fit_probe(data: ProbeData, out_dir: Path, c: float = 0.1, alpha: float = 10.0) -> ProbeSpec:
+def choose_regularisation(data: ProbeData) -> tuple[float, float]:
+    """``(C, alpha)`` picked exactly as the benchmark's logistic/ridge probe picks them.
+
+    :func:`training.bench.probes.linear_probe` chooses on a subject-grouped validation split of the training
+    side; reusing it keeps the shipped probe and the benchmark's ``logistic`` row the same model.
+    """
+    from training.bench.probes import linear_probe
+
+    if data.groups_train is None or len(np.unique(data.groups_train)) < 10:
+        return 0.1, 10.0  # too few subjects for a grouped validation split: moderate defaults
+    if data.kind == "regression":
+        y = np.asarray(data.y_train, dtype=np.float64)
+        kind, outputs = "regression", 1
+    elif data.kind == "multilabel":
+        y = np.asarray(data.y_train, dtype=np.int64)
+        kind, outputs = "multilabel", y.shape[1]
+    else:
+        classes = sorted({str(v) for v in data.y_train})
+        y = np.asarray([classes.index(str(v)) for v in data.y_train])
+        kind, outputs = ("binary" if len(classes) == 2 else "multiclass"), len(classes)
+    info = linear_probe(data.x_train, y, data.groups_train, data.x_train[:1], kind, outputs).info
+    return float(info.get("C", 0.1)), float(info.get("alpha", 10.0))  # type: ignore[arg-type]
+
+
+def fit_probe(data: ProbeData, out_dir: Path) -> ProbeSpec:
     """Fit, save ``probe_<task>.npz`` into ``out_dir`` and return its spec with held-out metrics."""
     from service.core.probes import LinearProbe
 
     if len(data.x_train) == 0 or len(data.x_test) == 0:
         raise ValueError(f"task {data.task}: needs recordings on both sides of its split")
+    c, alpha = choose_regularisation(data)
     arrays, labels = _fit_arrays(data, c, alpha)
     file = f"probe_{data.task}.npz"
     np.savez(Path(out_dir) / file, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
@@ -139,4 +165,6 @@ def fit_probe(data: ProbeData, out_dir: Path, c: float = 0.1, alpha: float = 10.
     probe = LinearProbe(spec, Path(out_dir) / file, dim=data.x_train.shape[1])
     scores = probe.scores(np.asarray(data.x_test, dtype=np.float64))
     metrics = {k: round(v, 4) for k, v in _metrics(data, scores, labels).items()}
-    return spec.model_copy(update={"metrics": metrics})
+    fitted = f"ridge, alpha={alpha:g}" if data.kind == "regression" else f"logistic, C={c:g}"
+    description = f"{data.description} ({fitted}; standardised pooled embedding)".strip()
+    return spec.model_copy(update={"metrics": metrics, "description": description})

@@ -70,7 +70,12 @@ def export_text_side(
     module = _TextToJoint(teacher.transformer, text_head, teacher.spec.normalize).eval()  # type: ignore[attr-defined]
     fp32 = out_dir / "text_encoder.fp32.onnx"
     final = out_dir / "text_encoder.onnx"
-    example = teacher.tokenizer(["a short example report"], return_tensors="pt")  # type: ignore[attr-defined]
+    # Two texts of different lengths, so the traced graph contains the padding-mask path, not a shortcut.
+    example = teacher.tokenizer(  # type: ignore[attr-defined]
+        ["a short report", "a longer example report, with more words in it"],
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         torch.onnx.export(
             module,

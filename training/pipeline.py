@@ -65,12 +65,20 @@ class PipelineConfig(_Base):
     bench: BenchStage = Field(default_factory=BenchStage)
 
 
-def load_pipeline_config(path: Path) -> PipelineConfig:
+def load_pipeline_config(path: Path, overrides: dict[str, object] | None = None) -> PipelineConfig:
+    """Read the TOML; ``overrides`` (dotted keys, e.g. ``{"ssl.epochs": 1}``) replace values first."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pipeline config {path} does not exist")
     try:
-        return PipelineConfig.model_validate(tomllib.loads(path.read_text()))
+        raw = tomllib.loads(path.read_text())
+        for dotted, value in (overrides or {}).items():
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return PipelineConfig.model_validate(raw)
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
         raise ValueError(f"{path} is not a valid pipeline config:\n{exc}") from exc
 
@@ -160,7 +168,8 @@ def _acula(*args: str, threads: int) -> None:
     import sys
 
     executable = Path(sys.executable).with_name("acula")
-    command = [str(executable), *args] if executable.is_file() else [sys.executable, "-m", "training", *args]
+    fallback = [sys.executable, "-c", "from training.cli import main; main()"]
+    command = [str(executable), *args] if executable.is_file() else [*fallback, *args]
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     subprocess.run(command, check=True, env=env)
 

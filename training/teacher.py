@@ -87,8 +87,8 @@ class Teacher:
     """
 
     def __init__(self, spec: TeacherSpec) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ["HF_HUB_OFFLINE"] = "1"  # never reach the hub, whatever the caller set
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
         import torch
 
         self.spec = spec

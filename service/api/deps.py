@@ -8,6 +8,7 @@ matched. Health, readiness and metrics do not depend on it.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated
 
@@ -42,10 +43,11 @@ def require_api_key(request: Request, runtime: RuntimeDep) -> None:
     presented = _presented_key(request)
     if presented is None:
         raise ApiError("unauthorized", "send an API key in X-API-Key or Authorization: Bearer")
-    candidate = presented.encode()
+    # Compare digests: equal lengths always, so timing reveals nothing about key lengths either.
+    candidate = hashlib.sha256(presented.encode()).digest()
     matched = False
     for key in runtime.api_keys:
-        matched |= hmac.compare_digest(candidate, key)
+        matched |= hmac.compare_digest(candidate, hashlib.sha256(key).digest())
     if not matched:
         raise ApiError("unauthorized", "the API key is not valid")
 

@@ -121,7 +121,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         content_type = request.headers.get("content-type", "")
-        if request.method == "POST" and not content_type.startswith("multipart/form-data"):
+        is_form = content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+        if request.method == "POST" and not is_form:
             _record(request, "unsupported_media_type")
             return problem(
                 "unsupported_media_type",

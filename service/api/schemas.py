@@ -76,8 +76,41 @@ class ReportResult(BaseModel):
     )
 
 
+PREDICT_EXAMPLE: dict[str, Any] = {
+    "model": {"name": "acula-default", "version": "1.0.0"},
+    "input": {"duration_s": 10.0, "native_rate": 4000, "sample_rate": 16000, "channels": 1, "format": "WAV"},
+    "windows": {"count": 4, "window_seconds": 4.0, "hop_seconds": 2.0, "pooling": "mean"},
+    "tasks": {
+        "sprsound_record": {
+            "kind": "classification",
+            "label": "CAS",
+            "probabilities": {"Normal": 0.12, "CAS": 0.71, "DAS": 0.1, "CAS & DAS": 0.07},
+        },
+        "bmd_hs_disease": {"kind": "multilabel", "labels": ["MR"], "probabilities": {"AS": 0.08, "MR": 0.77}},
+        "coswara_age": {"kind": "regression", "value": 41.3, "unit": "years"},
+    },
+    "reports": [
+        {
+            "id": "sprsound-train-0042",
+            "score": 0.83,
+            "dataset": "sprsound",
+            "labels": {"record": "CAS"},
+            "text": "Paediatric lung auscultation, posterior left: continuous adventitious sounds (wheeze).",
+        }
+    ],
+    "timings_ms": {
+        "decode": 2.1,
+        "queue": 0.4,
+        "inference": 18.2,
+        "probes": 0.3,
+        "search": 0.2,
+        "total": 22.0,
+    },
+}
+
+
 class PredictResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [PREDICT_EXAMPLE]})
 
     model: ModelRef
     input: InputInfo

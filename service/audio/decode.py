@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import operator
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,6 @@ from service.audio.errors import (
 from service.audio.readers import AudioReader, AvReader, ReaderOpenError, ReaderReadError, SoundfileReader
 from service.audio.schema import AudioInfo, AudioLimits, DecodedAudio
 from service.audio.sniff import (
-    WAV_DECODABLE_TAGS,
     WavHeader,
     WavHeaderError,
     read_wav_header,
@@ -56,20 +56,26 @@ _SOUNDFILE_CONTAINERS = {"FLAC", "OGG", "MP3", "AIFF", "CAF", "RF64"}
 
 
 def probe_audio(source: AudioSource, limits: AudioLimits | None = None) -> AudioInfo:
-    """Read the header only: format, codec, channels, rate and declared length. Checks no length limit."""
+    """What the header claims: format, codec, channels, rate and declared length.
+
+    Only the size limit applies; whether the claims hold (length, completeness, limits) is for
+    :func:`decode_audio` to judge, so ``acula audio inspect`` can show a lying header next to its error.
+    """
     limits = limits or AudioLimits()
     with _open_source(source, limits.max_bytes) as (handle, size):
-        reader, wav = _open_reader(handle, size)
+        reader, _ = _open_reader(handle, size)
         reader.close()
-    if wav is not None:
-        _check_wav_complete(wav, size, reader.info)
     return reader.info
 
 
 def decode_audio(source: AudioSource, target_rate: int, limits: AudioLimits | None = None) -> DecodedAudio:
     """Decode ``source`` to mono float32 at ``target_rate`` Hz or raise an ``AudioError`` saying why not."""
-    if not isinstance(target_rate, int) or target_rate <= 0:
-        raise ValueError(f"target_rate must be a positive integer number of Hz, not {target_rate!r}")
+    try:
+        target_rate = operator.index(target_rate)  # accepts numpy integers, refuses floats
+    except TypeError:
+        raise ValueError(f"target_rate must be an integer number of Hz, not {target_rate!r}") from None
+    if target_rate <= 0:
+        raise ValueError(f"target_rate must be a positive number of Hz, not {target_rate!r}")
     limits = limits or AudioLimits()
     with _open_source(source, limits.max_bytes) as (handle, size):
         reader, wav = _open_reader(handle, size)
@@ -149,7 +155,7 @@ def _open_reader(handle: BinaryIO, size: int) -> tuple[AudioReader, WavHeader | 
                 f"this {kind} file is damaged or cut short ({first}): export or upload it again"
             ) from first
     else:
-        if not getattr(reader, "unknown_length", False):
+        if reader.info.frames is not None:
             return reader, None
         reader.close()  # the header leaves the length unset: FFmpeg decodes such streams more robustly
     return _open_with_av(handle, size, kind), None
@@ -180,17 +186,12 @@ def _open_wav(handle: BinaryIO, size: int) -> tuple[AudioReader, WavHeader]:
         header = read_wav_header(handle)
     except WavHeaderError as exc:
         raise TruncatedAudioError(f"this WAV file is damaged or cut short: {exc}") from exc
-    if header.format_tag not in WAV_DECODABLE_TAGS:
-        raise UnsupportedCodecError(
-            f"this WAV file is encoded with {header.codec_name}, which cannot be decoded: "
-            f"convert it to {SUPPORTED}"
-        )
     try:
         reader = SoundfileReader(handle, size)
     except ReaderOpenError as exc:
         raise UnsupportedCodecError(
-            f"this WAV file ({header.codec_name}, {header.bits}-bit, {header.channels} channel(s)) cannot "
-            f"be decoded ({exc}): convert it to 16-bit PCM WAV or FLAC"
+            f"this WAV file is encoded with {header.codec_name} ({header.bits}-bit, {header.channels} "
+            f"channel(s)), which cannot be decoded ({exc}): convert it to {SUPPORTED}"
         ) from exc
     declared = dataclasses.replace(reader.info, frames=header.declared_frames(size))
     reader.info = declared

@@ -75,14 +75,13 @@ class SoundfileReader:
         except (RuntimeError, ValueError, TypeError, OSError) as exc:
             raise ReaderOpenError(str(exc), "malformed") from exc
         frames = self._file.frames
-        self.unknown_length = frames >= _UNKNOWN_LENGTH
         self.exact_length = self._file.format in _EXACT_LENGTH_FORMATS
         self.info = AudioInfo(
             format=self._file.format,
             subtype=self._file.subtype,
             channels=self._file.channels,
             native_rate=self._file.samplerate,
-            frames=None if self.unknown_length else frames,
+            frames=None if frames >= _UNKNOWN_LENGTH else frames,  # None: the header does not say
             size_bytes=size_bytes,
             decoder="soundfile",
         )

@@ -13,8 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-# WAVE format tags libsndfile decodes (after resolving WAVE_FORMAT_EXTENSIBLE to its sub-format).
-WAV_DECODABLE_TAGS = {
+# Names of common WAVE format tags, for messages (WAVE_FORMAT_EXTENSIBLE is resolved to its sub-format).
+WAV_CODEC_NAMES = {
     0x0001: "PCM",
     0x0002: "MS ADPCM",
     0x0003: "IEEE float",
@@ -69,7 +69,7 @@ class WavHeader:
 
     @property
     def codec_name(self) -> str:
-        return WAV_DECODABLE_TAGS.get(self.format_tag, f"format tag 0x{self.format_tag:04X}")
+        return WAV_CODEC_NAMES.get(self.format_tag, f"format tag 0x{self.format_tag:04X}")
 
     def declared_frames(self, file_size: int) -> int:
         """Frames the header claims; the bytes present when the claim is unset."""

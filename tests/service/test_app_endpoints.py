@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,6 +233,7 @@ def test_request_shape_errors(client: httpx.Client) -> None:
         "invalid_request",
     )
     _problem(client.get("/predict"), 405, "method_not_allowed")
+    _problem(client.post("/similar-reports", data={"query": "x" * 2001}), 422, "invalid_request")
     _problem(
         client.post(
             "/predict", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=x"}
@@ -244,3 +246,23 @@ def test_request_shape_errors(client: httpx.Client) -> None:
 def test_no_request_above_produced_a_500(client: httpx.Client) -> None:
     text = client.get("/metrics").text
     assert 'status="500"' not in text and 'code="internal"' not in text
+
+
+def test_logs_are_json_with_request_ids_and_no_content(client: httpx.Client, server: LiveServer) -> None:
+    secret_name = "patient-jane-doe-1970.wav"
+    client.post(
+        "/predict",
+        params={"top_k": 5},
+        files=_upload(wav_bytes(3.0), secret_name),
+        headers={"X-Request-ID": "log-check-1", "X-Client-ID": "ward-7"},
+    )
+    client.post("/similar-reports", data={"query": "confidential free text"})
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    access = [
+        line for line in lines if line.get("request_id") == "log-check-1" and line["message"] == "request"
+    ]
+    assert access and access[0]["route"] == "/predict" and access[0]["status"] == 200
+    assert access[0]["client_id"] == "ward-7" and access[0]["audio_seconds"] == pytest.approx(3.0)
+    text = server.logs()
+    for leaked in (secret_name, "Synthetic test report", "confidential free text", "RIFF"):
+        assert leaked not in text, leaked

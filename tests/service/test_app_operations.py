@@ -89,6 +89,7 @@ def test_api_keys_and_root_path(tiny_bundle: Path, tmp_path: Path) -> None:
         assert client.post("/predict", files=upload, headers={"X-API-Key": "gamma-key"}).status_code == 200
         spec = client.get("/openapi.json").json()
         assert spec["servers"] == [{"url": "/acula"}]
+        assert "/acula/openapi.json" in client.get("/docs").text  # the docs page works behind the prefix
         # a gateway that strips the prefix reaches the same routes
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         metrics = client.get("/metrics").text

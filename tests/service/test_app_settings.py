@@ -57,3 +57,9 @@ def test_service_and_cli_commands_import_without_torch() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_openapi_example_is_a_valid_response() -> None:
+    from service.api.schemas import PREDICT_EXAMPLE, PredictResponse
+
+    assert PredictResponse.model_validate(PREDICT_EXAMPLE).tasks["coswara_age"].kind == "regression"

@@ -13,7 +13,7 @@ from service.bundle import BundleError, Manifest, read_manifest, write_manifest
 from service.core.errors import NoTextSide, UnknownTask
 from service.core.pipeline import InferencePipeline
 from service.core.windowing import window_starts
-from tests.bundles import CLASS_LABELS, JOINT_DIM, wav_bytes
+from tests.bundles import CLASS_LABELS, JOINT_DIM, TinyBundleOptions, build_tiny_bundle, wav_bytes
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +155,17 @@ def test_cuda_request_without_cuda_falls_back_loudly(
         pipeline = InferencePipeline.from_bundle(tiny_bundle, provider="cuda")
     assert pipeline.backend.providers == ["CPUExecutionProvider"]
     assert any("NOT active" in record.getMessage() for record in caplog.records)
+
+
+def test_free_text_search_with_a_text_side(tmp_path: Path) -> None:
+    build_tiny_bundle(tmp_path / "text", TinyBundleOptions(text_side=True))
+    pipeline = InferencePipeline.from_bundle(tmp_path / "text", provider="cpu")
+    assert pipeline.text_encoder is not None
+    hits = pipeline.search_text("wheeze heard at the left lower lobe", 5)
+    assert len(hits) == 5 and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert [h.id for h in pipeline.search_text("wheeze heard at the left lower lobe", 5)] == [
+        h.id for h in hits
+    ]
+    assert [h.id for h in pipeline.search_text("normal", 5)] != [h.id for h in hits]
+    vector = pipeline.text_encoder.embed("crackles")
+    assert vector.shape == (JOINT_DIM,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)

@@ -47,7 +47,7 @@ def tiny_config(text_dim: int | None = 384) -> ModelConfig:
     )
 
 
-def sprsound_records(shared_data: Path, patients: int = 12) -> list[Recording]:
+def sprsound_records(shared_data: Path, patients: int = 16) -> list[Recording]:
     """Real SPRSound training files; age and sex from the file name; every third patient held out."""
     folder = shared_data / "sprsound" / "train_wav"
     by_patient: dict[str, list[Path]] = {}
@@ -109,8 +109,7 @@ def reports_for(records: list[Recording]) -> list[dict]:
             "labels": {"sex": r.labels["sex"]},
             "writer": "template",
         }
-        for r in records
-        if r.split == "train"
+        for r in records  # both sides: export must keep only the training side
     ]
 
 
@@ -181,6 +180,10 @@ def test_exported_bundle_loads_and_predicts(bundle: Path, shared_data: Path) -> 
     assert {"auroc", "balanced_accuracy"} <= set(manifest.probe("sex").metrics)
     assert manifest.probe("age").unit == "years" and "mae" in manifest.probe("age").metrics
     assert manifest.report_index is not None and manifest.report_index.deidentified
+    corpus = [json.loads(line) for line in (bundle / "reports.jsonl").read_text().splitlines()]
+    train_ids = {r.recording_id for r in sprsound_records(shared_data) if r.split == "train"}
+    assert manifest.report_index.count == len(corpus) == len(train_ids)
+    assert {row["recording_id"] for row in corpus} == train_ids  # no test-side report is shipped
     assert manifest.provenance.datasets[0].licence == "GPL-3.0"
     assert (bundle / "MODEL_CARD.md").read_text().count("not a diagnostic device") >= 1
     assert not list(bundle.parent.glob("*.partial"))
@@ -220,7 +223,7 @@ def test_loader_rejects_a_manifest_that_does_not_match_the_onnx_outputs(bundle: 
 def test_export_refuses_identifying_reports(shared_data: Path, checkpoint: Path, tmp_path: Path) -> None:
     records = sprsound_records(shared_data, patients=6)
     reports = reports_for(records)
-    reports[1]["text"] += " Patient name: Jane Doe."
+    reports[0]["text"] += " Patient name: Jane Doe."
 
     def check(text: str) -> list[str]:
         return ["contains a name"] if "name:" in text else []
@@ -261,7 +264,7 @@ def test_text_side_searches_the_report_index_without_torch(
     assert result.notes["text_side_min_cosine_vs_torch"] >= 0.98
     assert (result.out / "text_encoder.onnx").stat().st_size < 30e6  # int8: fits the bundle budget
     pipeline = InferencePipeline.from_bundle(result.out, provider="cpu")
-    distinct = {r["text"]: r["report_id"] for r in reports}
+    distinct = {r["text"]: r["report_id"] for r in reports if r["split"] == "train"}
     text, report_id = next(iter(distinct.items()))
     hits = pipeline.search_text(text, k=len(reports))
     assert hits[0].text == text

@@ -23,11 +23,15 @@ def register(app: typer.Typer) -> None:
         work_dir: Annotated[
             Path | None, typer.Option(help="Intermediate outputs (resumable); default from the config.")
         ] = None,
+        set_: Annotated[
+            list[str], typer.Option("--set", help="Override a config value: --set ssl.epochs=1 (repeatable).")
+        ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     ) -> None:
         """Reports -> SSL -> alignment -> probes + export -> benchmark; finished stages are skipped."""
+        from training.commands.train import _overrides
         from training.pipeline import load_pipeline_config, run_pipeline
 
-        cfg = load_pipeline_config(config)
+        cfg = load_pipeline_config(config, _overrides(set_))
         if work_dir is not None:
             cfg = cfg.model_copy(update={"work_dir": work_dir})
         if not root.is_dir():

@@ -69,19 +69,20 @@ def build_server(settings: Any) -> Any:
 
 
 def serve(
-    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle folder.")] = DEFAULT_BUNDLE,
-    host: Annotated[str | None, typer.Option(help="Interface [env ACULA_HOST, default 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port [env ACULA_PORT, default 8000].")] = None,
-    provider: Annotated[str | None, typer.Option(help="cpu | cuda | auto [env ACULA_PROVIDER].")] = None,
-    root_path: Annotated[
-        str | None, typer.Option(help="Prefix behind a gateway [env ACULA_ROOT_PATH].")
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", "-b", help="Model bundle folder (env ACULA_BUNDLE).")
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (env ACULA_HOST; default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (env ACULA_PORT; default 8000).")] = None,
+    provider: Annotated[str | None, typer.Option(help="cpu | cuda | auto (env ACULA_PROVIDER).")] = None,
+    root_path: Annotated[
+        str | None, typer.Option(help="Prefix behind a gateway (env ACULA_ROOT_PATH).")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug | info | warning | error (env ACULA_LOG_LEVEL).")
+    ] = None,
 ) -> None:
     """Serve a model bundle over HTTP: /predict, /similar-reports, /embed, /healthz, /readyz, /metrics."""
-    if not bundle.is_dir():
-        typer.echo(f"error: {_missing_bundle_message(bundle)}", err=True)
-        raise typer.Exit(2)
     from pydantic import ValidationError
 
     from service.bundle import BundleError, load_manifest
@@ -105,6 +106,9 @@ def serve(
     except ValidationError as exc:
         typer.echo(f"error: invalid settings:\n{exc}", err=True)
         raise typer.Exit(2) from exc
+    if not settings.bundle.is_dir():
+        typer.echo(f"error: {_missing_bundle_message(settings.bundle)}", err=True)
+        raise typer.Exit(2)
     try:
         load_manifest(settings.bundle)  # fail here, clearly, rather than inside the server's lifespan
     except BundleError as exc:

@@ -43,12 +43,14 @@ class AlignObjective(nn.Module):
         contrastive: str,
         mask_ratio: float,
         weights: dict[str, float],
+        masked_batch_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         self.model = model
         self.contrastive = ContrastiveLoss(contrastive)
         self.register_buffer("text_table", text_table, persistent=False)
         self.mask_ratio = mask_ratio
+        self.masked_batch_fraction = masked_batch_fraction
         self.active = {name for name, w in weights.items() if w > 0}
 
     def forward(self, waveform: torch.Tensor, text_index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,9 +64,11 @@ class AlignObjective(nn.Module):
         if "cka" in self.active:
             parts["cka"] = cka_loss(audio, text)
         if "masked_spectrogram" in self.active:
-            fp, tp = model.grid_shape(spec.shape[-1])
-            mask = random_patch_mask(len(spec), fp, tp, self.mask_ratio, device=spec.device)
-            pred, target = model.reconstruct(spec, mask)
+            # The masked pass is a second forward: on CPU it runs on part of the batch only.
+            part = spec[: max(1, round(len(spec) * self.masked_batch_fraction))]
+            fp, tp = model.grid_shape(part.shape[-1])
+            mask = random_patch_mask(len(part), fp, tp, self.mask_ratio, device=spec.device)
+            pred, target = model.reconstruct(part, mask)
             parts["masked_spectrogram"] = masked_spectrogram_loss(pred, target, mask)
         return parts
 
@@ -103,11 +107,7 @@ def run_align(
     if reports is None:
         reports = read_reports(config.reports)
     train_pairs = build_pairs(all_records, reports, "train")
-    if config.data.max_recordings is not None:
-        keep = {id(r) for r in subset(train_pairs.records, config.data.max_recordings, config.seed)}
-        rows = [i for i, r in enumerate(train_pairs.records) if id(r) in keep]
-        train_pairs.records = [train_pairs.records[i] for i in rows]
-        train_pairs.text_indices = [train_pairs.text_indices[i] for i in rows]
+    train_pairs = train_pairs.keep(subset(train_pairs.records, config.data.max_recordings, config.seed))
     if not train_pairs.records:
         raise ValueError(
             f"no training-side recording has a training-side report in {config.reports}: "
@@ -122,14 +122,13 @@ def run_align(
     torch.manual_seed(config.seed)
     model = starting_model(config, teacher.hidden_size)
     audio_cache = AudioCache(cache_root, model.sample_rate)
-    usable = {id(r) for r in audio_cache.prepare(train_pairs.records, progress=config.progress)}
-    rows = [i for i, r in enumerate(train_pairs.records) if id(r) in usable]
-    train_pairs.records = [train_pairs.records[i] for i in rows]
-    train_pairs.text_indices = [train_pairs.text_indices[i] for i in rows]
+    train_pairs = train_pairs.keep(audio_cache.prepare(train_pairs.records, progress=config.progress))
     window = round(config.data.window_seconds * model.sample_rate)
     dataset = PairDataset(train_pairs, audio_cache, window, config.data.crops_per_recording, config.seed)
     weights = config.loss_weights.model_dump()
-    objective = AlignObjective(model, table, config.contrastive, config.mask_ratio, weights)
+    objective = AlignObjective(
+        model, table, config.contrastive, config.mask_ratio, weights, config.masked_batch_fraction
+    )
 
     heads = {"model.audio_head", "model.text_head", "contrastive"}
     named = list(objective.named_parameters())
@@ -163,14 +162,12 @@ def evaluate(
     from training.train.retrieval import retrieval_report
 
     test_pairs = build_pairs(records, reports, "test")
-    test_pairs.records = audio_cache.prepare(test_pairs.records, progress=config.progress)
+    test_pairs = test_pairs.keep(audio_cache.prepare(test_pairs.records, progress=config.progress))
     if not test_pairs.records:
         print("no test-side recording has a report: retrieval not measured")
         return None
     train_pairs = build_pairs(records, reports, "train")
-    rows = subset(list(range(len(train_pairs.records))), config.eval.max_train_recordings, config.seed)
-    train_pairs.records = [train_pairs.records[i] for i in rows]
-    train_pairs.text_indices = [train_pairs.text_indices[i] for i in rows]
+    train_pairs = train_pairs.keep(subset(train_pairs.records, config.eval.max_train_recordings, config.seed))
     aligned = load_checkpoint(final)
     if config.init_checkpoint is not None:
         before_name, before = "ssl", load_checkpoint(config.init_checkpoint)

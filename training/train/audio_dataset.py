@@ -27,12 +27,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ACULA_CACHE", Path.home() / ".cache" / "acula"))
 
 
+def decoder_name() -> str:
+    """Which decoder ``decode`` uses; part of the cache key, so switching decoders rebuilds the cache."""
+    try:
+        import service.audio  # noqa: F401
+    except ImportError:
+        return "soundfile-soxr"
+    return "service.audio"
+
+
 def decode(path: Path, rate: int) -> np.ndarray:
     """Mono float32 samples at ``rate`` through the project's one audio path (``service.audio``)."""
-    try:
-        from service.audio import decode_audio
-    except ImportError:  # the service audio module is not there yet: the same decode, inline
+    if decoder_name() == "soundfile-soxr":  # the service audio module is not installed: the same, inline
         return _decode_fallback(path, rate)
+    from service.audio import decode_audio
+
     return np.asarray(decode_audio(Path(path), target_rate=rate).samples, dtype=np.float32)
 
 
@@ -48,22 +57,27 @@ def _decode_fallback(path: Path, rate: int) -> np.ndarray:
 
 
 class AudioCache:
-    """``<root>/audio-<rate>/<dataset>/<recording_id>-<key>.npy``: float32 at ``rate``, decoded once."""
+    """``<root>/audio-<rate>/<dataset>/<key>.npy``: float32 at ``rate``, decoded once.
+
+    The key hashes the resolved file path, size, mtime, the rate and the decoder, not the recording id, so
+    every adapter and the export reuse one entry per file.
+    """
 
     def __init__(self, root: Path | None, rate: int) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.rate = rate
         self.dir = self.root / f"audio-{rate}"
+        self.decoder = decoder_name()
 
     def path_for(self, rec: Recording) -> Path:
         if rec.audio_path is None:
             raise ValueError(f"{rec.dataset}/{rec.recording_id} has no audio")
-        stat = Path(rec.audio_path).stat()
+        path = Path(rec.audio_path).resolve()
+        stat = path.stat()
         key = hashlib.sha256(
-            f"{rec.audio_path}|{stat.st_size}|{stat.st_mtime_ns}|{self.rate}".encode()
+            f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{self.rate}|{self.decoder}".encode()
         ).hexdigest()
-        safe_id = rec.recording_id.replace("/", "_")
-        return self.dir / rec.dataset / f"{safe_id}-{key[:12]}.npy"
+        return self.dir / rec.dataset / f"{key[:24]}.npy"
 
     def load(self, rec: Recording) -> np.ndarray:
         """The recording's samples (memory-mapped from the cache; decoded and written on first use)."""

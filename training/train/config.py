@@ -85,7 +85,14 @@ class SSLConfig(TrainConfig):
     name: str = "ssl"
     model: ModelConfig = Field(default_factory=ModelConfig)
     mask_ratio: float = Field(0.7, gt=0, lt=1, description="Fraction of patches hidden per clip.")
-    init_checkpoint: Path | None = Field(None, description="Start from these weights (e.g. an earlier run).")
+    init_checkpoint: Path | None = Field(
+        None,
+        description="Start from these weights: our checkpoint, or a foreign .pt/.safetensors state dict.",
+    )
+    init_key_prefixes: dict[str, str] = Field(
+        default_factory=dict,
+        description='Rename key prefixes of init_checkpoint, e.g. {"backbone." = "encoder."}.',
+    )
     loss_weights: SSLLossWeights = Field(default_factory=SSLLossWeights)
 
 
@@ -118,6 +125,12 @@ class AlignConfig(TrainConfig):
     teacher_cache_dir: Path | None = Field(None, description="None = <cache_dir>/teacher.")
     contrastive: Literal["infonce", "siglip"] = "infonce"
     mask_ratio: float = Field(0.7, gt=0, lt=1)
+    masked_batch_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of each batch that also gets the masked pass (costs a 2nd forward).",
+    )
     loss_weights: AlignLossWeights = Field(default_factory=AlignLossWeights)
     encoder_lr_scale: float = Field(
         0.3, gt=0, le=1, description="Encoder lr = optim.lr * this; heads learn at optim.lr."

@@ -44,6 +44,12 @@ class Pairs:
     text_indices: list[list[int]]
     texts: list[str]
 
+    def keep(self, records: list[Recording]) -> Pairs:
+        """The pairs of ``records`` only (a subset of ``self.records``), texts table unchanged."""
+        wanted = {id(r) for r in records}
+        rows = [i for i, r in enumerate(self.records) if id(r) in wanted]
+        return Pairs([self.records[i] for i in rows], [self.text_indices[i] for i in rows], self.texts)
+
 
 def build_pairs(records: list[Recording], reports: list[Any], side: str) -> Pairs:
     """Join records and reports for one side: ``"train"`` (training-side only) or ``"test"`` (held out).

@@ -87,7 +87,15 @@ def run_ssl(config: SSLConfig, records: list[Recording] | None = None) -> Path:
     torch.manual_seed(config.seed)
     model = build_model(config.model)
     if config.init_checkpoint is not None:
-        load_external_weights(model, config.init_checkpoint)
+        renames = config.init_key_prefixes
+
+        def key_map(key: str) -> str:
+            for old, new in renames.items():
+                if key.startswith(old):
+                    return new + key[len(old) :]
+            return key
+
+        load_external_weights(model, config.init_checkpoint, key_map=key_map if renames else None)
     cache = AudioCache(config.data.cache_dir, model.sample_rate)
     records = cache.prepare(records, progress=config.progress)
     window = round(config.data.window_seconds * model.sample_rate)

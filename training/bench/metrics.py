@@ -1,0 +1,65 @@
+"""Task metrics: one function per task kind, so every probe and every encoder is scored the same way.
+
+Scores follow one layout per kind (see :data:`TaskKind`): binary ``(n,)`` probability of the positive class,
+multiclass ``(n, C)`` class probabilities, multilabel ``(n, L)`` per-label probabilities, regression ``(n,)``
+predictions. AUROC is undefined when the evaluated set holds one class only; that is reported as NaN rather
+than silently skipped, so a table never shows a number computed on a degenerate set.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+TaskKind = Literal["binary", "multiclass", "multilabel", "regression"]
+
+
+def binary_auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve; NaN when ``y`` holds one class only."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) < 2:
+        return math.nan
+    return float(roc_auc_score(y, np.asarray(score, dtype=np.float64)))
+
+
+def macro_auroc(y_onehot: np.ndarray, scores: np.ndarray) -> float:
+    """Mean one-vs-rest AUROC over the columns that have both classes present (NaN if none has)."""
+    values = [binary_auroc(y_onehot[:, j], scores[:, j]) for j in range(y_onehot.shape[1])]
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def per_label_auroc(y_onehot: np.ndarray, scores: np.ndarray) -> list[float]:
+    return [binary_auroc(y_onehot[:, j], scores[:, j]) for j in range(y_onehot.shape[1])]
+
+
+def one_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((len(y), num_classes), dtype=int)
+    out[np.arange(len(y)), np.asarray(y, dtype=int)] = 1
+    return out
+
+
+def score_task(kind: TaskKind, y: np.ndarray, scores: np.ndarray) -> float:
+    """The task's headline metric: AUROC (binary), macro AUROC (multiclass, multilabel), MAE (regression)."""
+    if kind == "binary":
+        return binary_auroc(y, scores)
+    if kind == "multiclass":
+        return macro_auroc(one_hot(y, scores.shape[1]), scores)
+    if kind == "multilabel":
+        return macro_auroc(np.asarray(y, dtype=int), scores)
+    if kind == "regression":
+        return float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - np.asarray(scores, dtype=np.float64))))
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def higher_is_better(kind: TaskKind) -> bool:
+    """AUROC: higher is better; MAE: lower is better (the probes select checkpoints by this)."""
+    return kind != "regression"
+
+
+def metric_name(kind: TaskKind) -> str:
+    return {"binary": "auroc", "multiclass": "macro_auroc", "multilabel": "macro_auroc"}.get(kind, "mae")
