@@ -131,6 +131,12 @@ def test_serve_without_a_bundle_says_how_to_build_one(tmp_path: Path) -> None:
     assert from_env.returncode != 0 and "elsewhere does not exist" in from_env.stderr
 
 
+def test_predict_without_a_bundle_says_how_to_build_one(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "d.wav", 1.0)
+    result = runner.invoke(app, ["predict", "--bundle", str(tmp_path / "missing"), str(path)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
 def test_serve_refuses_a_tampered_bundle_before_listening(tiny_bundle: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -17,7 +17,7 @@ from service import __version__
 
 app = typer.Typer(
     name="acula",
-    help="Audio-Clinical Understanding via Language Alignment: data, reports, training, benchmark, export, serving.",
+    help="AcuLa: data, reports, training, benchmark, export and serving of auscultation audio encoders.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -121,6 +121,10 @@ class RecordingEmbedder:
         self.cache = AudioCache(cache_dir, contract.sample_rate)
         self._memo: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
+    def usable(self, records: Sequence[Recording]) -> list[Recording]:
+        """The records whose audio decodes (decoding them into the cache on the way)."""
+        return self.cache.prepare(list(records), progress=False)
+
     def samples(self, record: Recording) -> np.ndarray:
         return np.asarray(self.cache.load(record), dtype=np.float32)
 
@@ -172,6 +176,19 @@ def fit_probes(
     specs = []
     for task in tasks:
         started = time.perf_counter()
+        usable = {id(r) for r in embedder.usable([r for r, _ in task.train + task.test])}
+        dropped = len(task.train) + len(task.test) - len(usable)
+        if dropped:
+            log(f"probe {task.name}: {dropped} recording(s) left out, their audio cannot be decoded")
+        task = ProbeTask(
+            task.name,
+            task.kind,
+            [pair for pair in task.train if id(pair[0]) in usable],
+            [pair for pair in task.test if id(pair[0]) in usable],
+            task.labels,
+            task.unit,
+            task.description,
+        )
         x_train, _ = embedder.embed([r for r, _ in task.train], batch_size)
         x_test, _ = embedder.embed([r for r, _ in task.test], batch_size)
         data = ProbeData(

@@ -57,28 +57,44 @@ def identifying_check() -> Callable[[str], list[str]]:
     return check_identifying_information
 
 
+def _probe_target(task: Any, label: Any) -> Any:
+    """A benchmark label as export's probes read it: a class name, the present label names, or a float."""
+    if task.kind in ("binary", "multiclass"):
+        return task.classes[int(label)]
+    if task.kind == "multilabel":
+        return [name for name, present in zip(task.classes, label, strict=True) if present]
+    return float(label)
+
+
 def probe_tasks(records: Sequence[Recording]) -> list[ProbeTask]:
-    """One probe per benchmark task: fitted on its training side, scored on its held-out side."""
+    """One probe per benchmark task (``training.bench.tasks.TASKS``): fitted on the task's training-side
+    recordings, scored on its test-side ones (every test split together), as the service will use it."""
     from training.bench.tasks import TASKS
 
     tasks = []
     for task in TASKS.values():
         train, test = [], []
         for record in records:
-            target = task.target(record)
-            if target is None or record.audio_path is None:
+            if record.dataset != task.dataset or record.audio_path is None:
                 continue
-            (train if record.split == "train" else test).append((record, target))
+            label = task.label(record)
+            if label is None:
+                continue
+            side = train if record.split == "train" else test if record.split.startswith("test") else None
+            if side is not None:
+                side.append((record, _probe_target(task, label)))
         if train and test:
             tasks.append(
                 ProbeTask(
                     name=task.name,
-                    kind=task.kind,
+                    kind="regression"
+                    if task.kind == "regression"
+                    else ("multilabel" if task.kind == "multilabel" else "classification"),
                     train=train,
                     test=test,
-                    labels=list(getattr(task, "labels", []) or []),
-                    unit=getattr(task, "unit", None),
-                    description=getattr(task, "description", ""),
+                    labels=list(task.classes) if task.kind != "regression" else [],
+                    unit=task.unit,
+                    description=task.description,
                 )
             )
     return tasks

@@ -46,6 +46,11 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(scale < 1e-8, 1.0, scale)
 
 
+def class_order(data: ProbeData) -> list[str]:
+    """The task's own class order when given (negative first for binary tasks), else sorted names."""
+    return list(data.labels) if data.labels else sorted({str(v) for v in data.y_train})
+
+
 def _fit_arrays(data: ProbeData, c: float, alpha: float) -> tuple[dict[str, np.ndarray], list[str]]:
     """Fit on the training side; returns the ``.npz`` arrays and the label order they use."""
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -54,12 +59,13 @@ def _fit_arrays(data: ProbeData, c: float, alpha: float) -> tuple[dict[str, np.n
     z = (data.x_train - mean) / scale
     arrays = {"mean": mean, "scale": scale}
     if data.kind == "classification":
-        labels = sorted({str(v) for v in data.y_train})
-        if len(labels) < 2:
-            raise ValueError(f"task {data.task}: the training side has one class only ({labels})")
+        labels = class_order(data)
+        present = sorted({labels.index(str(v)) for v in data.y_train})
+        if present != list(range(len(labels))):
+            missing = [labels[i] for i in range(len(labels)) if i not in present]
+            raise ValueError(f"task {data.task}: classes {missing} have no training-side recording")
         model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
-        model.fit(z, np.asarray([str(v) for v in data.y_train]))
-        labels = [str(v) for v in model.classes_]
+        model.fit(z, np.asarray([labels.index(str(v)) for v in data.y_train]))  # rows follow `labels`
         arrays |= {"weight": model.coef_, "bias": model.intercept_}
         return arrays, labels
     if data.kind == "multilabel":
@@ -137,7 +143,7 @@ def choose_regularisation(data: ProbeData) -> tuple[float, float]:
         y = np.asarray(data.y_train, dtype=np.int64)
         kind, outputs = "multilabel", y.shape[1]
     else:
-        classes = sorted({str(v) for v in data.y_train})
+        classes = class_order(data)
         y = np.asarray([classes.index(str(v)) for v in data.y_train])
         kind, outputs = ("binary" if len(classes) == 2 else "multiclass"), len(classes)
     info = linear_probe(data.x_train, y, data.groups_train, data.x_train[:1], kind, outputs).info

@@ -218,15 +218,16 @@ def _differences(config: PipelineConfig) -> str:
 
 
 def _benchmark(config: PipelineConfig, root: Path, out: Path) -> None:
-    bench_dir = config.work_dir / "bench"
-    encoders = [str(out)]
+    """``acula bench``: the bundle against SSL-only and openSMILE, logistic probe, with retrieval."""
+    work = config.work_dir
+    args = ["bench", "--root", str(root), "--out", str(work / "bench"), "--threads", str(config.threads)]
+    args += ["--encoder", f"aligned={out}", "--reports", str(work / "reports.jsonl")]
     if "ssl" in config.bench.baselines:
-        encoders.append(str(config.work_dir / "ssl" / "final.pt"))
-    args = ["bench", "--root", str(root), "--out", str(bench_dir)]
-    for encoder in encoders:
-        args += ["--encoder", encoder]
+        args += ["--encoder", f"ssl-only={work / 'ssl' / 'final.pt'}"]
     if "opensmile" in config.bench.baselines:
-        args += ["--encoder", "opensmile"]
+        args += ["--baseline", "opensmile"]
+    if config.cache_dir is not None:
+        args += ["--cache-dir", str(config.cache_dir)]
     _acula(*args, threads=config.threads)
 
 

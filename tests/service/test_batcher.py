@@ -125,7 +125,7 @@ def test_cancelled_request_does_not_block_others() -> None:
     encoder = Encoder()
 
     async def main() -> None:
-        batcher = await _with_batcher(encoder, max_wait_ms=50.0)
+        batcher = await _with_batcher(encoder, max_wait_ms=500.0)  # long: cancel lands before the batch runs
         doomed = asyncio.ensure_future(batcher.submit(_windows(3, 0)))
         kept = asyncio.ensure_future(batcher.submit(_windows(2, 7)))
         await asyncio.sleep(0.005)

@@ -83,6 +83,7 @@ def tasks_for(records: list[Recording]) -> list[ProbeTask]:
             "classification",
             [(r, r.labels["sex"]) for r in train],
             [(r, r.labels["sex"]) for r in test],
+            labels=["male", "female"],  # the task's order, not alphabetical
         ),
         ProbeTask(
             "age",
@@ -176,7 +177,7 @@ def test_exported_bundle_loads_and_predicts(bundle: Path, shared_data: Path) -> 
     manifest = load_manifest(bundle)
     assert manifest.audio.sample_rate == RATE and manifest.audio.window_seconds == 2.0
     assert [p.task for p in manifest.probes] == ["sex", "age"]
-    assert set(manifest.probe("sex").labels) == {"female", "male"}
+    assert manifest.probe("sex").labels == ["male", "female"]
     assert {"auroc", "balanced_accuracy"} <= set(manifest.probe("sex").metrics)
     assert manifest.probe("age").unit == "years" and "mae" in manifest.probe("age").metrics
     assert manifest.report_index is not None and manifest.report_index.deidentified

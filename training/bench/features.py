@@ -178,15 +178,21 @@ class TorchEncoder(WindowEncoder):
             sample_rate=model.sample_rate, window_seconds=window_seconds, hop_seconds=window_seconds
         )
         self.text_head = model.text_head
+        self.teacher_spec: dict | None = None  # TeacherSpec fields; None = the packaged default teacher
 
     @classmethod
     def from_checkpoint(cls, path: Path, name: str | None = None, window_seconds: float | None = None):
         from training.nets.factory import load_checkpoint, read_checkpoint
 
         path = Path(path)
-        seconds = window_seconds or checkpoint_window_seconds(read_checkpoint(path))
+        payload = read_checkpoint(path)
+        seconds = window_seconds or checkpoint_window_seconds(payload)
         key = hashlib.sha256(f"ckpt|{file_digest(path)}|{seconds}".encode()).hexdigest()[:20]
-        return cls(name or default_name(path), load_checkpoint(path), key, seconds)
+        encoder = cls(name or default_name(path), load_checkpoint(path), key, seconds)
+        run_config = payload.get("run_config")
+        if isinstance(run_config, dict) and isinstance(run_config.get("teacher"), dict):
+            encoder.teacher_spec = run_config["teacher"]  # the teacher its text head was trained against
+        return encoder
 
     @classmethod
     def random_init(cls, config, seed: int = 0, window_seconds: float = 4.0, name: str = "random-init"):

@@ -23,6 +23,11 @@ def _pipeline(bundle: Path, provider: str, threads: int, max_batch_size: int | N
     from service.core.pipeline import InferencePipeline
     from service.settings import Settings
 
+    if not bundle.is_dir():
+        from training.commands.serve import missing_bundle_message
+
+        typer.echo(f"error: {missing_bundle_message(bundle)}", err=True)
+        raise typer.Exit(2)
     defaults = Settings(bundle=bundle)  # same defaults (and ACULA_* overrides) as the service
     try:
         return InferencePipeline.from_bundle(

@@ -16,7 +16,7 @@ import typer
 DEFAULT_BUNDLE = Path("models/acula-default")
 
 
-def _missing_bundle_message(bundle: Path) -> str:
+def missing_bundle_message(bundle: Path) -> str:
     if bundle.resolve() == DEFAULT_BUNDLE.resolve():
         return (
             f"no default bundle exists yet at {bundle}: build one with `make train-default` "
@@ -107,7 +107,7 @@ def serve(
         typer.echo(f"error: invalid settings:\n{exc}", err=True)
         raise typer.Exit(2) from exc
     if not settings.bundle.is_dir():
-        typer.echo(f"error: {_missing_bundle_message(settings.bundle)}", err=True)
+        typer.echo(f"error: {missing_bundle_message(settings.bundle)}", err=True)
         raise typer.Exit(2)
     try:
         load_manifest(settings.bundle)  # fail here, clearly, rather than inside the server's lifespan
