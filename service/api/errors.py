@@ -50,6 +50,7 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     # capacity
     "overloaded": (503, "Overloaded, retry later"),
     "not_ready": (503, "Not ready"),
+    "engine_error": (503, "Inference engine failed, retry later"),
     "timeout": (504, "Inference timed out"),
     "internal": (500, "Internal error"),
 }
@@ -104,7 +105,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         if code not in ERROR_MAP:
             code = "internal"
         _record(request, code)
-        headers = {"Retry-After": str(retry_after_s)} if code in ("overloaded", "not_ready") else None
+        retry = code in ("overloaded", "not_ready", "engine_error")
+        headers = {"Retry-After": str(retry_after_s)} if retry else None
         return problem(code, str(exc), headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

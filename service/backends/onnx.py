@@ -10,16 +10,21 @@ first request. onnxruntime silently falls back from CUDA to CPU; we compare what
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 
 from service.bundle import BundleError, EncoderSpec, TensorSpec
+from service.core.errors import EngineError
 
 log = logging.getLogger("acula.backend")
 
 ProviderChoice = Literal["cpu", "cuda", "auto"]
+# Test-only fault injection (docs/RELIABILITY.md): when this variable names a file, every encoder run raises
+# while that file exists, so a test can break and heal the engine of a live server from outside.
+FAULT_FILE_ENV = "ACULA_TEST_ENGINE_FAULT_FILE"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -101,6 +106,8 @@ class OnnxEncoder:
             )
         self._check_signature()
         self._outputs = [spec.embedding.name, spec.joint.name]
+        fault = os.environ.get(FAULT_FILE_ENV)
+        self._fault_file = Path(fault) if fault else None
 
     def _check_signature(self) -> None:
         inputs = self._session.get_inputs()
@@ -123,7 +130,13 @@ class OnnxEncoder:
 
     def run(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(batch, window_samples)`` float32 -> ``(batch, dim)`` embedding, ``(batch, joint_dim)`` joint."""
-        embedding, joint = self._session.run(self._outputs, {self.spec.input.name: windows})
+        try:
+            if self._fault_file is not None and self._fault_file.exists():
+                raise RuntimeError(f"injected engine fault ({FAULT_FILE_ENV})")
+            embedding, joint = self._session.run(self._outputs, {self.spec.input.name: windows})
+        except Exception as exc:  # onnxruntime's own types: the caller gets one documented error (503)
+            log.error("encoder run failed", extra={"error": str(exc)[:200], "batch": len(windows)})
+            raise EngineError(f"the inference engine failed on a batch of {len(windows)}: {exc}") from exc
         return np.asarray(embedding, dtype=np.float32), np.asarray(joint, dtype=np.float32)
 
     def warm_up(self, window_samples: int, max_batch_size: int) -> None:

@@ -38,5 +38,12 @@ class NotReady(ServiceError):
     code = "not_ready"
 
 
+class EngineError(ServiceError):
+    """The encoder runtime raised (e.g. onnxruntime out of memory, CUDA error): 503, the service stays up
+    and the next batch tries again, so a transient fault clears without a restart."""
+
+    code = "engine_error"
+
+
 class InferenceTimeout(ServiceError):
     code = "timeout"

@@ -25,6 +25,18 @@ def _blobs(n: int, dim: int, shift: float, seed: int) -> tuple[np.ndarray, np.nd
 FAST_OPERA = OperaConfig(epochs=12, seeds=(0, 1), lr=1e-2)
 
 
+def test_auroc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from training.bench.metrics import binary_auroc
+
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 2, 300)
+    scores = np.round(rng.normal(size=300) + 0.5 * y, 1)  # rounding makes many ties
+    assert binary_auroc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert np.isnan(binary_auroc(np.ones(5), np.arange(5.0)))
+
+
 def test_separable_classes_give_auroc_one():
     x, y, groups = _blobs(400, 16, shift=6.0, seed=0)
     xe, ye, _ = _blobs(200, 16, shift=6.0, seed=1)

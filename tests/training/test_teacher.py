@@ -61,6 +61,36 @@ def test_forced_last_pooling_changes_identity(tiny_bert_dir) -> None:
     assert not np.allclose(mean.encode(["normal heart"]), last.encode(["normal heart"]))
 
 
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tmp_path_factory):
+    """A randomly initialised 2-layer GPT-2 (decoder) with a word-level fast tokenizer, as a local folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>").save_pretrained(
+        path
+    )
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(vocab), n_embd=16, n_layer=2, n_head=2, n_positions=64)
+    config.architectures = ["GPT2LMHeadModel"]
+    GPT2Model(config).save_pretrained(path)
+    return path
+
+
+def test_decoder_teacher_uses_last_token_pooling(tiny_gpt2_dir) -> None:
+    teacher = load_teacher(TeacherSpec(path=str(tiny_gpt2_dir), normalize=False))
+    assert teacher.pooling == "last" and teacher.hidden_size == 16
+    both = teacher.encode(["normal breath sounds", "wheeze"])
+    # The padded (shorter) text pools its own last token: the same vector as encoded alone.
+    np.testing.assert_allclose(teacher.encode(["wheeze"])[0], both[1], atol=1e-5)
+    hidden = teacher.transformer(**teacher.tokenizer(["normal breath sounds"], return_tensors="pt"))
+    np.testing.assert_allclose(both[0], hidden.last_hidden_state[0, -1].detach().numpy(), atol=1e-5)
+
+
 def test_cache_runs_the_teacher_once_per_text(tiny_bert_dir, tmp_path) -> None:
     teacher = load_teacher(TeacherSpec(path=str(tiny_bert_dir)))
     cache = TeacherCache(teacher, tmp_path / "cache")

@@ -226,3 +226,58 @@ def test_objectives_fit_a_fixed_batch(encoder: str) -> None:
             optimizer.step()
             losses.append(float(loss.detach()))
         assert sum(losses[-3:]) < sum(losses[:3]), f"{type(objective).__name__}: {losses}"
+
+
+def _record(rid: str, split: str, audio: bool = True) -> Recording:
+    return Recording(
+        dataset="d",
+        recording_id=rid,
+        subject_id=rid,
+        audio_path=Path(f"/nowhere/{rid}.flac") if audio else None,
+        native_rate=8000,
+        duration_s=1.0,
+        split=split,
+        metadata=_Meta(label="x"),
+    )
+
+
+def test_pairs_keep_sides_apart_and_share_identical_texts() -> None:
+    from training.train.pairs import build_pairs
+
+    records = [
+        _record("a", "train"),
+        _record("b", "train"),
+        _record("c", "test-inter"),
+        _record("e", "train", False),
+    ]
+    reports = [
+        {"dataset": "d", "recording_id": "a", "split": "train", "text": "normal"},
+        {"dataset": "d", "recording_id": "a", "split": "train", "text": "wheeze"},
+        {"dataset": "d", "recording_id": "b", "split": "train", "text": "normal"},
+        {"dataset": "d", "recording_id": "b", "split": "test", "text": "mislabelled report"},
+        {"dataset": "d", "recording_id": "c", "split": "test", "text": "crackle"},
+        {"dataset": "d", "recording_id": "e", "split": "train", "text": "no audio"},
+    ]
+    train = build_pairs(records, reports, "train")
+    assert [r.recording_id for r in train.records] == ["a", "b"]
+    assert train.texts == ["normal", "wheeze"] and train.text_indices == [[0, 1], [0]]
+    test = build_pairs(records, reports, "test")
+    assert [r.recording_id for r in test.records] == ["c"] and test.texts == ["crackle"]
+    assert train.keep([records[1]]).text_indices == [[0]]
+
+
+def test_recall_and_chance() -> None:
+    import numpy as np
+
+    from training.train.retrieval import chance_recall, recall_at_k
+
+    gallery = np.eye(4, dtype=np.float32)
+    queries = np.array([[1, 0.1, 0, 0], [0, 0.9, 0.1, 0], [0, 0.2, 0, 1]], dtype=np.float32)
+    assert recall_at_k(queries, gallery, [[0], [2], [1]], k=1) == 1 / 3
+    assert recall_at_k(queries, gallery, [[0], [1], [3]], k=1) == 1.0
+    assert recall_at_k(queries, gallery, [[0], [2], [1]], k=2) == 1.0
+    assert recall_at_k(queries, gallery, [[2], [3], [2]], k=2) == 0.0
+    assert recall_at_k(queries, gallery, [[2, 1], [3], [2]], k=2) == 1 / 3
+    assert chance_recall(4, [[0]], k=1) == 0.25
+    assert chance_recall(4, [[0, 1]], k=2) == 1 - 1 / 6
+    assert chance_recall(3, [[0]], k=5) == 1.0

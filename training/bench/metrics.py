@@ -17,13 +17,21 @@ TaskKind = Literal["binary", "multiclass", "multilabel", "regression"]
 
 
 def binary_auroc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve; NaN when ``y`` holds one class only."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve; NaN when ``y`` holds one class only.
 
-    y = np.asarray(y).astype(int)
-    if len(np.unique(y)) < 2:
+    Computed as the Mann-Whitney statistic on average ranks (ties count one half), which equals
+    ``sklearn.metrics.roc_auc_score`` (a test holds them equal) at a fraction of its input-checking cost:
+    the OPERA probe scores its validation set after every epoch, thousands of times per run.
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
         return math.nan
-    return float(roc_auc_score(y, np.asarray(score, dtype=np.float64)))
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def macro_auroc(y_onehot: np.ndarray, scores: np.ndarray) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +88,11 @@ class OpenSmileSource:
         if self.workers == 1 or len(jobs) < 8:
             results = map(_one, jobs)
             self._collect(results, cache, found, failed, bar)
-        else:  # spawn: the parent may hold torch's thread pools, which fork would copy half-initialised
-            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+        else:
+            # fork (as torch's DataLoader workers do): workers start at once and need no importable
+            # __main__; they run only openSMILE and the decoder, never torch, whose threads do not matter.
+            method = "fork" if "fork" in get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(self.workers, mp_context=get_context(method)) as pool:
                 self._collect(pool.map(_one, jobs, chunksize=16), cache, found, failed, bar)
         bar.close()
         keys = [recording_key(r) for r in records if recording_key(r) in found]

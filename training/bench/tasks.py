@@ -7,7 +7,9 @@ your own is one more entry in :data:`TASKS` (or a call to :func:`register`).
 Split schemes (the recordings' ``split`` and ``fold`` come from ``training.data``, at subject level):
 
 - ``official``: the probe trains on ``split == "train"`` and is evaluated on every test split, each alone
-  (SPRSound: ``test-intra``, ``test-inter``) and together (``all``).
+  (SPRSound: ``test-intra``, ``test-inter``) and together (``all``). SPRSound's intra-patient test set holds
+  other recordings of TRAINING patients by the release's design; its inter-patient set is the
+  subject-disjoint number, and the only one comparable with the cross-validated tasks.
 - ``grouped-cv``: for each fold k, the probe is evaluated on the TEST-side recordings of fold k only and
   trains on every other recording (other folds, and fold k's training-side subjects). The encoder never
   saw a test-side recording, so evaluating on train-side ones would flatter it; the probe, being trained
@@ -65,9 +67,13 @@ class Task:
     classes: tuple[str, ...]  # binary: (negative, positive); multiclass: by index; multilabel: label names
     schemes: tuple[Scheme, ...]
     description: str
-    # Zero-shot: one description per class (binary: negative, positive; multilabel: absent/present per label).
+    # Zero-shot: one description per class (binary: negative, positive; multilabel: absent/present per
+    # label), phrased as the template report writer (training.reports.template) words that finding.
     prompts: tuple[str, ...] = ()
     group_key: str | None = None  # labels[group_key] names the source for the ``lodo`` scheme
+    # Evaluated subsets whose subjects MAY also be on the training side, by the release's own design
+    # (SPRSound's intra-patient test set); every other subset is checked to be subject-disjoint.
+    shared_subject_subsets: tuple[str, ...] = ()
     unit: str | None = None
 
     @property
@@ -139,9 +145,12 @@ register(
         ("normal", "adventitious"),
         ("official",),
         "SPRSound: any adventitious sound (CAS, DAS or both) vs normal; Poor Quality left out.",
+        shared_subject_subsets=("test-intra",),
         prompts=(
-            "Normal vesicular breath sounds without adventitious sounds.",
-            "Adventitious lung sounds are heard: wheezes, rhonchi or crackles.",
+            "Paediatric lung auscultation. Normal breath sounds; no adventitious sounds heard. "
+            "Impression: normal lung sounds.",
+            "Paediatric lung auscultation. Adventitious sounds are heard: wheezes, rhonchi or crackles. "
+            "Impression: adventitious lung sounds.",
         ),
     )
 )
@@ -154,11 +163,16 @@ register(
         SPR_CLASSES,
         ("official",),
         "SPRSound record label: Normal / CAS / DAS / CAS & DAS (macro one-vs-rest AUROC).",
+        shared_subject_subsets=("test-intra",),
         prompts=(
-            "Normal breath sounds without adventitious sounds.",
-            "Continuous adventitious sounds such as wheeze or rhonchi.",
-            "Discontinuous adventitious sounds such as crackles.",
-            "Both continuous and discontinuous adventitious sounds: wheezes and crackles.",
+            "Paediatric lung auscultation. Normal breath sounds; no adventitious sounds heard. "
+            "Impression: normal lung sounds.",
+            "Paediatric lung auscultation. Continuous adventitious sounds are heard: wheezes. "
+            "Impression: continuous adventitious sounds (CAS).",
+            "Paediatric lung auscultation. Discontinuous adventitious sounds are heard: fine crackles. "
+            "Impression: discontinuous adventitious sounds (DAS).",
+            "Paediatric lung auscultation. Continuous adventitious sounds and discontinuous adventitious "
+            "sounds are heard: wheezes and crackles. Impression: CAS & DAS pattern.",
         ),
     )
 )
@@ -171,6 +185,7 @@ register(
         (),
         ("official",),
         "SPRSound: the child's age in years from lung sounds (MAE).",
+        shared_subject_subsets=("test-intra",),
         unit="years",
     )
 )
@@ -184,8 +199,8 @@ register(
         ("grouped-cv", "lodo"),
         "PhysioNet/CinC 2016: abnormal vs normal heart sound recording.",
         prompts=(
-            "Normal heart sounds, S1 and S2, with no abnormality.",
-            "Abnormal heart sound recording suggesting a cardiac abnormality.",
+            "Heart sound recording (phonocardiogram). Classified as normal.",
+            "Heart sound recording (phonocardiogram). Classified as abnormal.",
         ),
         group_key="set",
     )
@@ -200,14 +215,14 @@ register(
         ("grouped-cv",),
         "BMD-HS: aortic stenosis, aortic regurgitation, mitral regurgitation, mitral stenosis (macro AUROC).",
         prompts=(
-            "No aortic stenosis.",
-            "Aortic stenosis with a systolic ejection murmur.",
-            "No aortic regurgitation.",
-            "Aortic regurgitation with a diastolic murmur.",
-            "No mitral regurgitation.",
-            "Mitral regurgitation with a holosystolic murmur.",
-            "No mitral stenosis.",
-            "Mitral stenosis with a diastolic rumble.",
+            "Cardiac auscultation. No valvular disease; the heart is reported normal.",
+            "Cardiac auscultation. Known diagnosis: aortic stenosis.",
+            "Cardiac auscultation. No valvular disease; the heart is reported normal.",
+            "Cardiac auscultation. Known diagnosis: aortic regurgitation.",
+            "Cardiac auscultation. No valvular disease; the heart is reported normal.",
+            "Cardiac auscultation. Known diagnosis: mitral regurgitation.",
+            "Cardiac auscultation. No valvular disease; the heart is reported normal.",
+            "Cardiac auscultation. Known diagnosis: mitral stenosis.",
         ),
     )
 )
@@ -220,7 +235,7 @@ register(
         ("male", "female"),
         ("grouped-cv",),
         "Coswara: participant sex from cough and breathing sounds (all four sound types).",
-        prompts=("Recording from a male participant.", "Recording from a female participant."),
+        prompts=("Participant: adult man.", "Participant: adult woman."),
     )
 )
 
@@ -307,10 +322,17 @@ _SCHEMES: dict[Scheme, Callable[[TaskData], list[EvalSplit]]] = {
 
 
 def check_split(data: TaskData, split: EvalSplit) -> None:
-    """Refuse a split that would flatter an encoder: shared subjects, or train-side rows evaluated."""
+    """Refuse a split that would flatter an encoder: shared subjects, or train-side rows evaluated.
+
+    Only the subsets a task names in ``shared_subject_subsets`` may share subjects with the training side
+    (and "all" only through the rows of those subsets).
+    """
     train_subjects = set(data.groups[split.train])
+    allowed = {int(i) for name in data.task.shared_subject_subsets for i in split.evaluate.get(name, [])}
     for name, rows in split.evaluate.items():
-        shared = train_subjects & set(data.groups[rows])
+        if name in data.task.shared_subject_subsets:
+            continue
+        shared = train_subjects & set(data.groups[[i for i in rows if int(i) not in allowed]])
         if shared:
             raise ValueError(
                 f"{data.task.name}/{split.name}/{name}: {len(shared)} subject(s) on both sides, "

@@ -39,7 +39,7 @@ class AdapterResult:
     skipped: list[Skipped] = field(default_factory=list)
 
     def skip(self, dataset: str, item: str, reason: str) -> None:
-        log.warning("%s: skipped %s: %s", dataset, item, reason)
+        log.debug("%s: skipped %s: %s", dataset, item, reason)
         self.skipped.append(Skipped(dataset, item, reason))
 
 
@@ -62,6 +62,9 @@ def audio_header(path: Path) -> tuple[int, float]:
 
 def read_header_or_skip(result: AdapterResult, dataset: str, path: Path) -> tuple[int, float] | None:
     """The header, or None after recording why the file is unusable (corrupt, empty, not audio)."""
+    if path.stat().st_size == 0:
+        result.skip(dataset, str(path), "empty audio file (0 bytes)")
+        return None
     try:
         rate, duration = audio_header(path)
     except Exception as error:  # soundfile raises RuntimeError/LibsndfileError for unreadable files
@@ -77,7 +80,9 @@ def require_dir(root: Path, dataset: str, expected: Iterable[str]) -> None:
     """Raise with the expected layout when ``root`` is not a folder of this release."""
     if not root.is_dir():
         wanted = ", ".join(expected)
-        raise FileNotFoundError(f"{dataset}: folder {root} not found (expected a release containing {wanted})")
+        raise FileNotFoundError(
+            f"{dataset}: folder {root} not found (expected a release containing {wanted})"
+        )
 
 
 def stable_fraction(salt: str, key: str) -> float:

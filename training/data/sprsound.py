@@ -24,7 +24,9 @@ from training.data.records import Recording, Split
 
 NAME = "sprsound"
 RecordLabel = Literal["Normal", "CAS", "DAS", "CAS & DAS", "Poor Quality"]
-EventType = Literal["Normal", "Rhonchi", "Wheeze", "Stridor", "Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"]
+EventType = Literal[
+    "Normal", "Rhonchi", "Wheeze", "Stridor", "Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"
+]
 POSITIONS = {
     "p1": "left posterior chest",
     "p2": "left lateral chest",
@@ -54,9 +56,9 @@ class SprSoundMeta(BaseModel):
     device: str = "Yunting model II stethoscope"
 
 
-def split_from_path(json_path: Path) -> Split | None:
-    """The official split from the annotation's folder names (see the module docstring)."""
-    parts = [p.lower() for p in json_path.parent.parts]
+def split_from_path(relative: Path) -> Split | None:
+    """The official split from the annotation's folder names below the root (see the module docstring)."""
+    parts = [p.lower() for p in relative.parent.parts]
     for part in reversed(parts):
         if "intra" in part:
             return "test-intra"
@@ -89,10 +91,12 @@ def load(root: Path) -> AdapterResult:
     audio = index_audio(root)
     for json_path in sorted(root.rglob("*.json")):
         stem = json_path.stem
-        split = split_from_path(json_path)
+        split = split_from_path(json_path.relative_to(root))
         parsed = parse_stem(stem)
         if split is None or parsed is None:
-            reason = "no train/test folder in its path" if split is None else "file name not patient_age_sex_pN_n"
+            reason = (
+                "no train/test folder in its path" if split is None else "file name not patient_age_sex_pN_n"
+            )
             result.skip(NAME, str(json_path), reason)
             continue
         path = audio.get(stem)

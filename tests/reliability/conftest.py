@@ -1,0 +1,28 @@
+"""Fixtures for the reliability tests: real seed files and one live server shared by the HTTP fuzzers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.mutations import seed_files
+from tests.service.live import LiveServer, serve
+
+
+@pytest.fixture(scope="session")
+def seeds(shared_data: Path) -> dict[str, bytes]:
+    """Real recordings cut to a second, in every format (see ``mutations.seed_files``)."""
+    files = seed_files(shared_data)
+    assert len(files) >= 8, f"too few readable seed recordings under {shared_data}: {sorted(files)}"
+    return files
+
+
+@pytest.fixture(scope="module")
+def live(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``acula serve`` on loopback for the whole module; asserts at the end that it never logged a 500."""
+    with serve(tiny_bundle, tmp_path_factory.mktemp("live")) as server:
+        yield server
+        assert server.process.poll() is None, f"the server died:\n{server.logs()[-3000:]}"
+    assert "unhandled error" not in server.logs(), server.logs()[-3000:]

@@ -1,0 +1,203 @@
+"""Reports from any OpenAI-compatible chat-completions server (vLLM, llama.cpp server, Ollama, hosted APIs).
+
+Configured from the environment (``ACULA_LLM_BASE_URL``, e.g. ``http://127.0.0.1:8000/v1``;
+``ACULA_LLM_MODEL``; ``ACULA_LLM_API_KEY``, optional). Requests run with bounded concurrency and are retried
+with exponential backoff on 429, 5xx, timeouts, connection errors and malformed responses. Each response is
+cached on disk under the hash of (model, prompt), so a rerun sends nothing. The prompt gives the model only
+the normalised facts the template writer would state (never ids, names or dates); every answer is checked by
+the validator, and a rejected or failed answer is replaced by the template report, with the reasons kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from training.data.records import Recording
+from training.reports.facts import fact_sheet
+from training.reports.schema import Report
+from training.reports.template import TemplateWriter
+from training.reports.validator import validate_text
+from training.reports.vocabulary import mentions
+
+log = logging.getLogger("acula.reports")
+
+SYSTEM_PROMPT = (
+    "You write short auscultation reports (2 to 5 sentences) as a clinician would: recording site, patient, "
+    "findings, impression. State ONLY the facts listed; never add a finding, diagnosis, severity, side, "
+    "site, age or sex that is not listed. Do not recommend tests, referral or treatment. "
+    "Never write names, dates or identifiers. Reply with the report text only."
+)
+FAMILIES = {
+    "sprsound": "paediatric lung sound recording",
+    "physionet2016": "heart sound recording (phonocardiogram); only normal/abnormal is known",
+    "bmd_hs": "adult heart sound recording, valvular disease clinic",
+    "coswara": "cough or breathing sound recorded at the mouth, with self-reported health",
+    "hls_cmds": "heart and/or lung sound played by a clinical manikin (simulation, not a patient)",
+    "icbhi2017": "lung sound recording, respiratory clinic",
+    "circor2022": "paediatric cardiac screening (murmur assessment)",
+}
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class LLMError(Exception):
+    """A request that failed for good; ``reason`` is the stable code kept with the fallback report."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class OpenAIWriter:
+    """``write(record)`` / ``write_many(records)`` -> validated LLM reports, template fallback."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        fallback: TemplateWriter | None = None,
+        cache_dir: Path | None = None,
+        concurrency: int = 4,
+        max_retries: int = 4,
+        timeout_s: float = 60.0,
+        backoff_s: float = 1.0,
+        temperature: float = 0.7,
+    ) -> None:
+        if not base_url or not model:
+            raise ValueError("an OpenAI-compatible writer needs a base URL and a model name")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key = api_key
+        self.fallback = fallback or TemplateWriter()
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.temperature = temperature
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> OpenAIWriter:
+        base_url = os.environ.get("ACULA_LLM_BASE_URL", "")
+        model = os.environ.get("ACULA_LLM_MODEL", "")
+        if not base_url or not model:
+            raise ValueError(
+                "--backend openai needs ACULA_LLM_BASE_URL (e.g. http://127.0.0.1:8000/v1), ACULA_LLM_MODEL"
+            )
+        return cls(base_url, model, os.environ.get("ACULA_LLM_API_KEY") or None, **kwargs)
+
+    # --- prompt and cache ---------------------------------------------------------------------------
+    def prompt(self, record: Recording) -> str:
+        """The user message: the recording type and the facts the template writer would state."""
+        facts = self.fallback.write(record).facts
+        lines = [f"Recording type: {FAMILIES.get(record.dataset, record.dataset)}.", "Facts:"]
+        lines += [f"- {fact}" for fact in facts] or ["- (no further facts)"]
+        lines.append("Write the report.")
+        return "\n".join(lines)
+
+    def prompt_hash(self, prompt: str) -> str:
+        return hashlib.sha256(f"{self.model}\n{SYSTEM_PROMPT}\n{prompt}".encode()).hexdigest()
+
+    def _cache_path(self, key: str) -> Path | None:
+        return self.cache_dir / key[:2] / f"{key}.json" if self.cache_dir else None
+
+    def _cached(self, key: str) -> str | None:
+        path = self._cache_path(key)
+        if path is None or not path.is_file():
+            return None
+        return str(json.loads(path.read_text())["text"])
+
+    def _store(self, key: str, text: str) -> None:
+        path = self._cache_path(key)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"model": self.model, "prompt_hash": key, "text": text}))
+            tmp.replace(path)  # atomic: an interrupted run never leaves half a cache entry
+
+    # --- HTTP ---------------------------------------------------------------------------------------
+    async def _request(self, client: httpx.AsyncClient, prompt: str) -> str:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+            "temperature": self.temperature,
+            "max_tokens": 300,
+        }
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        last = LLMError("llm_unavailable", "no attempt made")
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (1 + random.random() * 0.25))
+            try:
+                response = await client.post(self.url, json=body, headers=headers, timeout=self.timeout_s)
+            except httpx.TimeoutException as error:
+                last = LLMError("llm_timeout", str(error) or "request timed out")
+                continue
+            except httpx.TransportError as error:
+                last = LLMError("llm_connection_error", str(error))
+                continue
+            if response.status_code in RETRYABLE_STATUS:
+                last = LLMError(f"llm_http_{response.status_code}", response.text[:200])
+                continue
+            if response.status_code >= 400:
+                raise LLMError(f"llm_http_{response.status_code}", response.text[:200])
+            try:
+                text = response.json()["choices"][0]["message"]["content"]
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError("empty content")
+                return text.strip()
+            except (ValueError, KeyError, IndexError, TypeError) as error:
+                last = LLMError("llm_malformed_response", f"{type(error).__name__}: {error}")
+        raise last
+
+    async def _write_one(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, record: Recording
+    ) -> Report:
+        prompt = self.prompt(record)
+        key = self.prompt_hash(prompt)
+        text = self._cached(key)
+        if text is None:
+            try:
+                async with gate:
+                    text = await self._request(client, prompt)
+                self._store(key, text)
+            except LLMError as error:
+                log.warning(
+                    "%s:%s: LLM failed (%s); template used", record.dataset, record.recording_id, error
+                )
+                return self._fallback(record, prompt, key, [error.reason])
+        sheet = fact_sheet(record)
+        reasons = validate_text(text, sheet)
+        if reasons:
+            return self._fallback(record, prompt, key, reasons)
+        stated = sorted({m.fact for m in mentions(text) if not m.negated})
+        return Report(
+            text=text, facts=stated, writer=self.name, model=self.model, prompt=prompt, prompt_hash=key
+        )
+
+    def _fallback(self, record: Recording, prompt: str, key: str, reasons: list[str]) -> Report:
+        report = self.fallback.write(record)
+        return report.model_copy(update={"prompt": prompt, "prompt_hash": key, "fallback_reasons": reasons})
+
+    async def _write_all(self, records: list[Recording]) -> list[Report]:
+        gate = asyncio.Semaphore(self.concurrency)
+        limits = httpx.Limits(max_connections=self.concurrency)
+        async with httpx.AsyncClient(limits=limits) as client:
+            return list(await asyncio.gather(*(self._write_one(client, gate, r) for r in records)))
+
+    def write_many(self, records: list[Recording]) -> list[Report]:
+        return asyncio.run(self._write_all(list(records)))
+
+    def write(self, record: Recording) -> Report:
+        return self.write_many([record])[0]
