@@ -48,6 +48,10 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# Idle connections are dropped after 2 s, below the server's keep-alive timeout (5 s), as a gateway must: a
+# request written onto a connection the server is closing at that instant is lost (a ReadError) with no
+# response; a first 60-s run lost one request that way with httpx's default of 5 s.
+KEEPALIVE_S = 2.0
 DATA = REPO.parent / "shared" / "data"
 # Real recordings of every rate and a spread of lengths: 2 kHz PCG, 4 kHz heart/lung, 8 kHz paediatric lung,
 # 16 kHz cough and breathing, and ICBHI's long multi-rate lung recordings.
@@ -234,7 +238,9 @@ async def closed_loop(
     tally = Tally(started=time.perf_counter())
     stop_at = tally.started + seconds
     rng = random.Random(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=KEEPALIVE_S
+    )
 
     async with httpx.AsyncClient(limits=limits) as client:
 
@@ -254,7 +260,9 @@ async def open_loop(
     for every outstanding request to end (each is bounded by ``timeout``)."""
     tally = Tally(started=time.perf_counter())
     rng = random.Random(0)
-    limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
+    limits = httpx.Limits(
+        max_connections=max_inflight, max_keepalive_connections=max_inflight, keepalive_expiry=KEEPALIVE_S
+    )
     pending: set[asyncio.Task] = set()
     async with httpx.AsyncClient(limits=limits) as client:
         for index in range(int(rate * seconds)):

@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     # Added last = outermost: the request context wraps the body limit, so 413s carry the request id too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics, client_id_header=settings.client_id_header)
     return app

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Longest a request may wait for inference (504)."
     )
     keepalive_timeout_s: float = Field(default=5.0, gt=0, description="HTTP keep-alive timeout.")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest pause between body bytes of an upload before 408."
+    )
     drain_delay_s: float = Field(
         default=0.0,
         ge=0,

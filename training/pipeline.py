@@ -128,11 +128,13 @@ class Progress:
         self.timings: dict[str, float] = {}
 
     def line(self, text: str) -> None:
+        from rich.text import Text
+
         elapsed = time.perf_counter() - self.started
         self.console.print(f"[dim]{elapsed / 60:5.1f} min[/dim] {text}")
         if self.log_file is not None:
             with self.log_file.open("a") as handle:
-                handle.write(f"{elapsed:8.1f}s {text}\n")
+                handle.write(f"{elapsed:8.1f}s {Text.from_markup(text).plain}\n")
 
     def run(self) -> dict[str, float]:
         for number, stage in enumerate(self.stages, start=1):

@@ -28,6 +28,7 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "invalid_request": (422, "Invalid request"),
     "unsupported_media_type": (415, "Unsupported media type"),
     "too_large": (413, "Upload too large"),
+    "body_timeout": (408, "Upload too slow"),
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),
     "unauthorized": (401, "Missing or invalid API key"),

@@ -8,6 +8,7 @@ unbounded body is never held in memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -104,11 +105,14 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies above ``max_bytes``, by Content-Length up front or by counting while streaming."""
+    """413 for bodies above ``max_bytes``, by Content-Length up front or by counting while streaming; 408
+    when the client sends no body bytes for ``body_timeout_s`` (a slow-body "slowloris" client would
+    otherwise hold a connection and a request slot for ever: uvicorn itself has no body timeout)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +128,13 @@ class BodyLimitMiddleware:
 
         async def counting_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise ApiError(
+                    "body_timeout", f"no body bytes for {self.body_timeout_s} s; send the whole upload"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

@@ -84,7 +84,8 @@ def test_every_service_variable_is_a_real_setting(cpu, gpu):
 
 def test_gateway_and_prometheus_use_the_project_files(cpu):
     gateway = cpu["services"]["gateway"]
-    assert mounts(gateway)["/etc/nginx/templates"] == (str(REPO / "docker" / "nginx" / "templates"), "ro")
+    template = str(REPO / "docker" / "nginx" / "templates" / "acula.conf.template")
+    assert mounts(gateway)["/etc/nginx/templates/default.conf.template"] == (template, "ro")
     assert gateway["depends_on"]["acula"]["condition"] == "service_healthy"
     assert gateway["environment"]["ACULA_UPSTREAM"] == "acula:8000"
     prometheus = cpu["services"]["prometheus"]
@@ -101,3 +102,19 @@ def test_gpu_override_selects_the_cuda_image_and_a_gpu(gpu):
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     # The override changes only what it must: the lock-down of the base file still applies.
     assert acula["read_only"] is True and acula["cap_drop"] == ["ALL"]
+
+
+def nginx_size(value: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    return int(value[:-1]) * units[value[-1].lower()] if value[-1].lower() in units else int(value)
+
+
+def test_settings_parse_and_the_gateway_cap_fits_the_service(cpu):
+    environment = cpu["services"]["acula"]["environment"]
+    settings = Settings(**{key.removeprefix("ACULA_").lower(): value for key, value in environment.items()})
+    assert settings.root_path == "/acula" and settings.api_keys == []
+    gateway_cap = nginx_size(cpu["services"]["gateway"]["environment"]["GATEWAY_MAX_BODY"])
+    # The gateway refuses first; a body it lets through is never refused again by the service for size.
+    assert gateway_cap <= settings.max_upload_bytes
+    stop = cpu["services"]["acula"]["stop_grace_period"]
+    assert stop.endswith("s") and int(stop[:-1]) > settings.drain_delay_s + settings.graceful_shutdown_s

@@ -122,7 +122,10 @@ def test_predict_through_the_gateway_over_tls(gateway: Gateway):
 
 def test_request_id_is_kept_generated_and_reaches_the_service(gateway: Gateway, service: LiveServer):
     with gateway.client() as client:
-        kept = client.get(f"{PREFIX}/healthz", headers={"X-Request-ID": "ward-7.req-0001"})
+        trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        kept = client.get(
+            f"{PREFIX}/healthz", headers={"X-Request-ID": "ward-7.req-0001", "traceparent": trace}
+        )
         generated = client.get(f"{PREFIX}/healthz")
         unsafe = client.get(f"{PREFIX}/healthz", headers={"X-Request-ID": "bad id <script>"})
         # An error from the service names the request id it saw in its problem+json `instance`.
@@ -132,6 +135,7 @@ def test_request_id_is_kept_generated_and_reaches_the_service(gateway: Gateway, 
             headers={"X-Request-ID": "ward-7.req-0002", "X-Client-ID": "spoofed-client"},
         )
     assert kept.headers.get_list("x-request-id") == ["ward-7.req-0001"]
+    assert kept.headers["traceparent"] == trace  # passed through the gateway; the service echoes it
     assert len(generated.headers.get_list("x-request-id")) == 1
     assert len(generated.headers["x-request-id"]) == 32  # nginx's $request_id: 32 hex digits
     assert unsafe.headers["x-request-id"] != "bad id <script>"
@@ -161,7 +165,10 @@ def test_oversized_upload_is_refused_at_the_gateway(gateway: Gateway, service: L
             f"POST {PREFIX}/predict HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: big-1\r\n"
             f"Content-Type: audio/wav\r\nContent-Length: {len(too_big)}\r\n\r\n".encode()
         )
-        head = conn.recv(65536).decode("latin-1")
+        received = b""
+        while b"\r\n\r\n" not in received and (chunk := conn.recv(65536)):
+            received += chunk
+        head = received.decode("latin-1")
     assert head.startswith("HTTP/1.1 413"), head
     assert "x-request-id: big-1" in head.lower()
     # No declared length (chunked): nginx counts while reading and stops at the cap.

@@ -3,6 +3,7 @@ their unit tests (`promtool test rules`: synthetic series in, expected alerts ou
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import yaml
@@ -54,3 +55,18 @@ def test_rendered_loopback_config_passes_promtool(tmp_path):
     path = render_prometheus_config(tmp_path, "127.0.0.1:18000", "127.0.0.1:19090")
     result = promtool("check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alerts_use_metric_names_the_service_exports():
+    # Anti-drift: a renamed metric in service/metrics.py would silently disable an alert.
+    from service.metrics import Metrics
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "info": ["_info"]}
+    exported = {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes.get(family.type, [""])
+    }
+    used = set(re.findall(r"\bacula_[a-z_]+", ALERT_RULES.read_text()))
+    assert used, "no acula metric in the alert rules"
+    assert used <= exported, f"not exported by the service: {sorted(used - exported)}"

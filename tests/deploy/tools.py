@@ -121,10 +121,11 @@ def running(
     ready: Callable[[], bool],
     timeout: float = 60.0,
     cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``command``; yield once ``ready()`` is true; always stop it (SIGTERM, then SIGKILL) after."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
     try:
         deadline = time.monotonic() + timeout
         while not ready():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.mutations import seed_files
+from tests.reliability.mutations import GENERATED, seed_files
 from tests.service.live import LiveServer, serve
 
 
@@ -26,3 +26,10 @@ def live(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield server
         assert server.process.poll() is None, f"the server died:\n{server.logs()[-3000:]}"
     assert "unhandled error" not in server.logs(), server.logs()[-3000:]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many generated inputs the fuzzers sent this session (decoder, HTTP, schemathesis)."""
+    if GENERATED:
+        families = ", ".join(f"{name} {count}" for name, count in sorted(GENERATED.items()))
+        terminalreporter.write_line(f"reliability: {sum(GENERATED.values())} generated inputs ({families})")

@@ -4,7 +4,7 @@
 decoder is weakest: the header fields it trusts (channels, rate, declared length, block alignment), bit flips,
 cuts inside the header, headers spliced onto other bodies, NaN/Inf samples. The contract under test: any input
 ends as decoded finite mono float32 or as an ``AudioError`` with a known code, never another exception, and
-never a hang (pytest-timeout bounds each test). About 9,000 inputs per run.
+never a hang (pytest-timeout bounds each test). About 9,700 inputs per run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.audio import ALL_ERRORS, AudioError, AudioLimits, NonFiniteError, decode_audio
-from tests.reliability.mutations import WAV_FIELDS, flac_streaminfo, flip_bits, nan_wav, wav_field
+from tests.reliability.mutations import GENERATED, WAV_FIELDS, flac_streaminfo, flip_bits, nan_wav, wav_field
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 CODES = {cls.code for cls in ALL_ERRORS}
@@ -36,6 +36,7 @@ ABSURD = st.one_of(
 
 def check(data: bytes) -> None:
     """The one property: decoded finite audio, or an AudioError with a documented code."""
+    GENERATED["decode"] += 1
     try:
         audio = decode_audio(data, 8000, LIMITS)
     except AudioError as exc:
@@ -45,7 +46,7 @@ def check(data: bytes) -> None:
         assert audio.samples.size > 0 and bool(abs(audio.samples).max() < float("inf"))
 
 
-@fuzz(2500)
+@fuzz(3000)
 @given(
     data=st.data(),
     positions=st.lists(st.floats(0, 1), min_size=1, max_size=16),
@@ -61,7 +62,7 @@ def test_bit_flips(
     check(flip_bits(seed, scaled, bits or [0]))
 
 
-@fuzz(2000)
+@fuzz(2500)
 @given(data=st.data(), field=st.sampled_from(WAV_FIELDS), value=ABSURD)
 def test_absurd_wav_header_fields(
     seeds: dict[str, bytes], data: st.DataObject, field: str, value: int
@@ -71,7 +72,7 @@ def test_absurd_wav_header_fields(
     check(wav_field(seeds[name], field, value))
 
 
-@fuzz(1500)
+@fuzz(1800)
 @given(
     data=st.data(),
     rate=st.one_of(st.none(), st.integers(0, 2**20 - 1)),
@@ -85,7 +86,7 @@ def test_absurd_flac_streaminfo(
     check(flac_streaminfo(seeds[name], rate=rate, channels=channels, total=total))
 
 
-@fuzz(1500)
+@fuzz(1800)
 @given(data=st.data(), keep=st.integers(0, 256), tail=st.booleans())
 def test_truncated_and_spliced_headers(
     seeds: dict[str, bytes], data: st.DataObject, keep: int, tail: bool
@@ -106,5 +107,6 @@ def test_truncated_and_spliced_headers(
     rate=st.sampled_from([2000, 4000, 8000, 16000]),
 )
 def test_non_finite_samples_are_refused_as_such(share: float, value: float, rate: int) -> None:
+    GENERATED["decode"] += 1
     with pytest.raises(NonFiniteError):
         decode_audio(nan_wav(rate=rate, share=share, value=value), 8000, LIMITS)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.api.errors import ERROR_MAP
-from tests.reliability.mutations import WAV_FIELDS, flac_streaminfo, flip_bits, nan_wav, wav_field
+from tests.reliability.mutations import GENERATED, WAV_FIELDS, flac_streaminfo, flip_bits, nan_wav, wav_field
 from tests.service.live import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -56,6 +56,7 @@ def test_mutated_uploads_get_200_or_a_documented_4xx(
     client: httpx.Client, seeds: dict[str, bytes], data: st.DataObject
 ) -> None:
     body = mutate(data, seeds)
+    GENERATED["http"] += 1
     mime = data.draw(st.sampled_from(["audio/wav", "audio/flac", "application/octet-stream", "audio/mpeg"]))
     response = client.post("/predict", files={"file": ("x", body, mime)})
     assert response.status_code == 200 or 400 <= response.status_code < 500, response.text

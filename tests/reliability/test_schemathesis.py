@@ -19,6 +19,7 @@ from schemathesis import GenerationMode
 from service.api.errors import ERROR_MAP
 from service.app import create_app
 from service.settings import Settings
+from tests.reliability.mutations import GENERATED
 from tests.service.live import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -44,6 +45,7 @@ def test_no_input_the_schema_allows_or_forbids_gets_a_500(live: LiveServer, labe
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case) -> None:
+        GENERATED["schemathesis"] += 1
         response = case.call(base_url=live.url, timeout=30)
         assert response.status_code < 500 or response.status_code == 503, (
             case.as_curl_command(),

@@ -73,16 +73,28 @@ def test_bmd_hs_labels_and_unlabelled_patient(results: dict[str, AdapterResult])
     assert first.site == "mitral area" and first.labels["position"] == "supine"
 
 
-def test_coswara_counts_and_empty_files(results: dict[str, AdapterResult]) -> None:
+def test_coswara_counts_empty_and_silent_files(results: dict[str, AdapterResult]) -> None:
     cos = results["coswara"]
-    # 76 participants x 4 sounds = 304 files; two participants' files are empty (0 bytes) in the release.
+    # 76 participants x 4 sounds = 304 files: 8 are empty (0 bytes) and 22 hold only zeros (failed
+    # captures); both are skipped with their reason, never silently dropped.
     assert len(cos.records) + len(cos.skipped) == 304
-    assert len(cos.records) == 296 and {s.reason for s in cos.skipped} == {"empty audio file (0 bytes)"}
-    assert len({r.subject_id for r in cos.records}) == 74
+    reasons = Counter(s.reason for s in cos.skipped)
+    assert reasons == {"empty audio file (0 bytes)": 8, "silent audio (every sample is zero)": 22}
+    assert len(cos.records) == 274 and len({r.subject_id for r in cos.records}) == 71
     assert Counter(r.labels["sound_type"] for r in cos.records) == {
-        "breathing-deep": 74, "breathing-shallow": 74, "cough-heavy": 74, "cough-shallow": 74
-    }  # fmt: skip
-    assert _count(cos, "covid_status")["healthy"] == 65 * 4  # 66 healthy, one among the empty ones
+        "breathing-deep": 67,
+        "breathing-shallow": 71,
+        "cough-heavy": 68,
+        "cough-shallow": 68,
+    }
+    assert _count(cos, "covid_status") == {
+        "healthy": 238,
+        "no_resp_illness_exposed": 20,
+        "resp_illness_not_identified": 16,
+    }
+    for record in cos.records:  # no kept record is silent
+        data, _ = soundfile.read(str(record.audio_path))
+        assert abs(data).max() > 0, record.recording_id
 
 
 def test_hls_cmds_components(results: dict[str, AdapterResult]) -> None:
@@ -121,8 +133,11 @@ def test_icbhi_full_release_layout_with_wav_and_broken_files(shared_data: Path, 
     src = shared_data / "icbhi2017_sample"
     release = tmp_path / "ICBHI_final_database"
     release.mkdir()
-    for name in ("ICBHI_Challenge_diagnosis.txt", "ICBHI_Challenge_demographic_information.txt",
-                 "ICBHI_challenge_train_test.txt"):  # fmt: skip
+    for name in (
+        "ICBHI_Challenge_diagnosis.txt",
+        "ICBHI_Challenge_demographic_information.txt",
+        "ICBHI_challenge_train_test.txt",
+    ):
         shutil.copy(src / name, release / name)
     _flac_to_wav(src / "audio_and_txt/101_1b1_Al_sc_Meditron.flac", release / "101_1b1_Al_sc_Meditron.wav")
     shutil.copy(src / "audio_and_txt/101_1b1_Al_sc_Meditron.txt", release)
@@ -149,8 +164,14 @@ def test_sprsound_later_test_set_and_unreadable_label(shared_data: Path, tmp_pat
         shutil.copy(src / "train_json" / f"{stem}.json", root / "train_json")
         _flac_to_wav(src / "train_wav" / f"{stem}.flac", root / "train_wav" / f"{stem}.wav")
     later = "70000001_3.5_1_p4_1"
-    (root / "test2023_json" / f"{later}.json").write_text(json.dumps({"record_annotation": "CAS",
-        "event_annotation": [{"start": "10", "end": "900", "type": "Wheeze"}]}))  # fmt: skip
+    (root / "test2023_json" / f"{later}.json").write_text(
+        json.dumps(
+            {
+                "record_annotation": "CAS",
+                "event_annotation": [{"start": "10", "end": "900", "type": "Wheeze"}],
+            }
+        )
+    )
     _flac_to_wav(src / "train_wav" / f"{stems[0]}.flac", root / "test2023_wav" / f"{later}.wav")
     (root / "test2023_json" / "70000002_2.0_0_p1_2.json").write_text('{"record_annotation": "Unknown"}')
     (root / "test2023_wav" / "70000002_2.0_0_p1_2.wav").write_bytes(b"")

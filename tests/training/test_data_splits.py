@@ -88,9 +88,34 @@ def test_splits_are_deterministic_and_match_the_committed_file(raw: dict[str, Ad
     assert first == second
     committed = splits_module.read()
     assert committed, "training/data/splits.json is missing: run `acula data splits`"
-    assert first == committed, (
+    kept = splits_module.compute_all({name: result.records for name, result in raw.items()}, committed)
+    assert kept == committed, (
         "splits.json is stale: regenerate with `acula data splits --root ../shared/data`"
     )
+    for dataset, result in raw.items():  # every record is listed; extra: Coswara's 22 silent files
+        listed = set(committed[dataset])
+        assert {r.recording_id for r in result.records} <= listed
+        extra = listed - {r.recording_id for r in result.records}
+        assert len(extra) == (22 if dataset == "coswara" else 0), dataset
+
+
+def test_regenerating_never_moves_a_known_subject(raw: dict[str, AdapterResult]) -> None:
+    records = raw["bmd_hs"].records
+    committed = splits_module.read()["bmd_hs"]
+    # Drop a whole subject (as Coswara's silent files were dropped) and add a new one: a fresh deal would
+    # shift everyone after it; keeping the committed file moves nobody and deals only the newcomer.
+    gone = records[0].subject_id
+    newcomer = records[0].model_copy(update={"recording_id": "XX_999_sit_Aor", "subject_id": "patient_999"})
+    changed = [r for r in records if r.subject_id != gone] + [newcomer]
+    fresh = splits_module.compute("bmd_hs", changed)
+    assert any(fresh[rid] != committed[rid] for rid in fresh if rid in committed)
+    kept = splits_module.compute("bmd_hs", changed, committed)
+    assert all(kept[rid] == committed[rid] for rid in committed)
+    assert kept["XX_999_sit_Aor"][0] in ("train", "test") and kept["XX_999_sit_Aor"][1] in range(5)
+    # A new recording of a known subject joins that subject's side and fold.
+    extra = records[1].model_copy(update={"recording_id": records[1].recording_id + "_b"})
+    again = splits_module.compute("bmd_hs", [*records, extra], committed)
+    assert again[extra.recording_id] == committed[records[1].recording_id]
 
 
 def test_written_file_round_trips(raw: dict[str, AdapterResult], tmp_path: Path) -> None:

@@ -77,9 +77,18 @@ class ChatHandler(BaseHTTPRequestHandler):
                 self._send(200, b'{"choices": [{"message": ')
             else:
                 text = action.removeprefix("ok:")
-                body = {"id": "x", "object": "chat.completion", "model": payload["model"],
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                     "finish_reason": "stop"}]}  # fmt: skip
+                body = {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "model": payload["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                }
                 self._send(200, json.dumps(body).encode())
         finally:
             with server.lock:
@@ -126,8 +135,9 @@ def _good_text(record: Recording) -> str:
     return TemplateWriter(seed=7).write(record).text + " Reviewed by the auscultation service."
 
 
-def test_retries_429_and_5xx_then_keeps_the_valid_answer(server: ChatServer, tmp_path: Path,
-                                                          records: list[Recording]) -> None:  # fmt: skip
+def test_retries_429_and_5xx_then_keeps_the_valid_answer(
+    server: ChatServer, tmp_path: Path, records: list[Recording]
+) -> None:
     writer = _writer(server, tmp_path)
     record = records[0]
     prompt = writer.prompt(record)
@@ -149,8 +159,9 @@ def test_timeout_is_retried(server: ChatServer, tmp_path: Path, records: list[Re
     assert server.requests[prompt] == 2 and report.writer == "openai"
 
 
-def test_malformed_json_falls_back_to_the_template(server: ChatServer, tmp_path: Path,
-                                                   records: list[Recording]) -> None:  # fmt: skip
+def test_malformed_json_falls_back_to_the_template(
+    server: ChatServer, tmp_path: Path, records: list[Recording]
+) -> None:
     writer = _writer(server, tmp_path, max_retries=2)
     record = records[2]
     prompt = writer.prompt(record)
@@ -161,8 +172,9 @@ def test_malformed_json_falls_back_to_the_template(server: ChatServer, tmp_path:
     assert report.text == TemplateWriter().write(record).text and report.prompt == prompt
 
 
-def test_hallucinated_finding_is_rejected_and_template_used(server: ChatServer, tmp_path: Path,
-                                                            records: list[Recording]) -> None:  # fmt: skip
+def test_hallucinated_finding_is_rejected_and_template_used(
+    server: ChatServer, tmp_path: Path, records: list[Recording]
+) -> None:
     writer = _writer(server, tmp_path)
     record = next(r for r in records if r.dataset == "bmd_hs")
     prompt = writer.prompt(record)
@@ -186,8 +198,9 @@ def test_cached_rerun_sends_no_request(server: ChatServer, tmp_path: Path, recor
     assert [r.text for r in again] == [r.text for r in reports]
 
 
-def test_build_is_resumable_and_keeps_prompts(server: ChatServer, tmp_path: Path,
-                                              records: list[Recording]) -> None:  # fmt: skip
+def test_build_is_resumable_and_keeps_prompts(
+    server: ChatServer, tmp_path: Path, records: list[Recording]
+) -> None:
     writer = _writer(server, tmp_path)
     for record in records:
         server.plans[writer.prompt(record)] = [f"ok:{_good_text(record)}"]

@@ -94,7 +94,7 @@ def markdown(results: dict[str, Any]) -> str:
     if meta:
         out += [
             f"Created {meta.get('created')} on {meta.get('machine')}; "
-            f"total {meta['timings_s'].get('total')} s.",
+            f"total {meta['timings_s'].get('total')} s wall, {meta['timings_s'].get('cpu/total')} s CPU.",
             f"Rows: {', '.join(meta['encoders'])}. Data: `{meta.get('root')}`.",
             "",
         ]

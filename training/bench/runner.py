@@ -139,7 +139,7 @@ class Runner:
         import torch
 
         torch.set_num_threads(self.config.threads)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         tasks = get_tasks(self.config.tasks)
         sources = build_sources(self.config)
         datas = self._task_data(tasks)
@@ -150,6 +150,7 @@ class Runner:
         if self.config.reports is not None or any(t.prompts for t in tasks):
             self._joint_space(datas, sources, tables)
         self.timings["total"] = time.perf_counter() - started
+        self.timings["cpu/total"] = cpu_seconds() - cpu
         self.results["meta"] = self._meta(sources, tables, datas)
         from training.bench.report import write_report
 
@@ -172,9 +173,10 @@ class Runner:
         records = list(union.values())
         tables = {}
         for source in sources:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds()
             tables[source.name] = source.extract(records, self.cache_root, self.config.progress)
             self.timings[f"features/{source.name}"] = time.perf_counter() - started
+            self.timings[f"cpu/features/{source.name}"] = cpu_seconds() - cpu
             failed = tables[source.name].failed
             self.log(
                 f"features {source.name}: {len(tables[source.name].keys)} recordings in "
@@ -191,7 +193,7 @@ class Runner:
 
         torch.set_num_threads(1)  # probes are tiny: one thread beats two contended ones
         for data in tqdm(datas, desc="tasks", disable=not self.config.progress):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds()
             task = data.task
             entry: dict[str, Any] = {
                 "dataset": task.dataset,
@@ -220,6 +222,7 @@ class Runner:
                 self._roc(data, curves)
             self.results["tasks"][task.name] = entry
             self.timings[f"task/{task.name}"] = time.perf_counter() - started
+            self.timings[f"cpu/task/{task.name}"] = cpu_seconds() - cpu
         torch.set_num_threads(torch_threads)
 
     def _roc(self, data: TaskData, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -305,6 +308,16 @@ class Runner:
             + f", {_cpu_count()} CPU(s) visible, torch threads {self.config.threads}",
             "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
         }
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (openSMILE workers): comparable across runs on a
+    shared machine, where wall-clock time mostly measures the neighbours."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _cpu_count() -> int:

@@ -64,12 +64,21 @@ def splits_command(
         "training/data/splits.json"
     ),
     datasets: DatasetsOption = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Deal every subject anew instead of keeping the committed file.")
+    ] = False,
 ) -> None:
-    """Compute the subject-level splits and folds from the data and write them (commit the file)."""
+    """Compute the subject-level splits and folds from the data and write them (commit the file).
+
+    By default every subject already in the committed splits file keeps its side and fold (a model trained
+    on one side must never see its test subjects move); only new subjects are dealt. ``--fresh`` re-deals
+    everything: use it only before anything has been trained or benchmarked on the old file.
+    """
     from training.data import load_datasets, splits
 
     results = load_datasets(root, datasets, apply_splits=False)
-    assignments = splits.compute_all({name: result.records for name, result in results.items()})
+    keep = {} if fresh else splits.read(splits.DEFAULT_FILE)
+    assignments = splits.compute_all({name: result.records for name, result in results.items()}, keep)
     splits.write(assignments, out)
     for dataset, table in assignments.items():
         sides: dict[str, int] = {}

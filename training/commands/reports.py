@@ -47,7 +47,10 @@ def build(
     from training.reports.template import TemplateWriter
 
     records = load_records(root, datasets)
+    from training.reports.schema import ReportWriter
+
     template = TemplateWriter(seed)
+    writer: ReportWriter
     if backend == "template":
         writer = template
     elif backend == "openai":

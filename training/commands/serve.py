@@ -27,6 +27,7 @@ def missing_bundle_message(bundle: Path) -> str:
 
 def build_server(settings: Any) -> Any:
     """A uvicorn Server for ``settings`` whose SIGTERM handling flips readiness before draining."""
+    import contextlib
     import threading
 
     import uvicorn
@@ -54,6 +55,14 @@ def build_server(settings: Any) -> Any:
         """Readiness off at the first signal; the listener closes ``drain_delay_s`` later."""
 
         _draining = False
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            # uvicorn re-raises the captured SIGTERM after a clean shutdown, so the process "dies of SIGTERM"
+            # (143) and orchestrators log an error; a completed drain is a success: exit 0.
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             app.state.runtime.ready = False

@@ -88,7 +88,7 @@ def _patients(root: Path, result: AdapterResult) -> dict[str, BmdPatient]:
             lives = (more.get("Lives") or "").strip().upper()
             patients[pid.rsplit("_", 1)[-1]] = BmdPatient(
                 patient_id=pid,
-                **flags,  # type: ignore[arg-type]
+                **flags,
                 age_years=parse_float(more.get("Age")),
                 sex=parse_sex(more.get("Gender")),
                 smoker=_flag(more.get("Smoker")),

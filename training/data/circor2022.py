@@ -20,8 +20,13 @@ from training.data.common import AdapterResult, Sex, parse_float, parse_sex, req
 from training.data.records import Recording
 
 NAME = "circor2022"
-LOCATIONS = {"AV": "aortic valve area", "PV": "pulmonic valve area", "TV": "tricuspid valve area",
-             "MV": "mitral valve area", "Phc": "another auscultation location"}  # fmt: skip
+LOCATIONS = {
+    "AV": "aortic valve area",
+    "PV": "pulmonic valve area",
+    "TV": "tricuspid valve area",
+    "MV": "mitral valve area",
+    "Phc": "another auscultation location",
+}
 
 
 class MurmurDescription(BaseModel):

@@ -76,6 +76,18 @@ def read_header_or_skip(result: AdapterResult, dataset: str, path: Path) -> tupl
     return rate, duration
 
 
+def is_silent(path: Path, block_frames: int = 65536) -> bool:
+    """True when every sample of the file is zero. Reads the audio (not just the header), so adapters call
+    it only where a release is known to hold such files (Coswara: recordings whose capture failed)."""
+    import numpy as np
+    import soundfile
+
+    for block in soundfile.blocks(str(path), blocksize=block_frames, dtype="float32"):
+        if np.any(block):
+            return False
+    return True
+
+
 def require_dir(root: Path, dataset: str, expected: Iterable[str]) -> None:
     """Raise with the expected layout when ``root`` is not a folder of this release."""
     if not root.is_dir():

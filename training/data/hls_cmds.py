@@ -40,8 +40,14 @@ LANDMARKS = {
 
 # The lung CSV names crackle files ``<sex>_C_<site>`` (fine) and ``<sex>_G_<site>`` (coarse) while the audio
 # files are ``<sex>_FC_<site>`` and ``<sex>_CC_<site>``: the file name is also tried with this type code.
-LUNG_CODES = {"Fine Crackles": "FC", "Coarse Crackles": "CC", "Normal": "N", "Pleural Rub": "PR",
-              "Rhonchi": "R", "Wheezing": "W"}  # fmt: skip
+LUNG_CODES = {
+    "Fine Crackles": "FC",
+    "Coarse Crackles": "CC",
+    "Normal": "N",
+    "Pleural Rub": "PR",
+    "Rhonchi": "R",
+    "Wheezing": "W",
+}
 
 
 class HlsMeta(BaseModel):

@@ -63,11 +63,32 @@ def _rank(dataset: str, subject: str) -> tuple[float, str]:
     return stable_fraction(SALT, f"{dataset}:{subject}"), subject
 
 
-def compute(dataset: str, records: list[Recording]) -> dict[str, Assignment]:
-    """recording id -> (split, fold) for one dataset, stratified by subject as described above."""
+def compute(
+    dataset: str, records: list[Recording], keep: dict[str, Assignment] | None = None
+) -> dict[str, Assignment]:
+    """recording id -> (split, fold) for one dataset, stratified by subject as described above.
+
+    ``keep`` (the dataset's entries of an existing splits file) is authoritative: its entries are returned
+    unchanged, a subject with any listed recording keeps that assignment for all its recordings, and only
+    subjects it does not know are dealt. So regenerating after the data changed (files added, or skipped
+    as unusable) never moves a subject that a trained model or a benchmark has already seen on one side.
+    """
+    keep = keep or {}
+    result: dict[str, Assignment] = dict(keep)
+    known: dict[str, Assignment] = {}
+    for record in records:
+        if record.recording_id in keep:
+            known.setdefault(record.subject_id, keep[record.recording_id])
     by_subject: dict[str, list[Recording]] = defaultdict(list)
     for record in records:
-        by_subject[record.subject_id].append(record)
+        if record.recording_id in keep:
+            continue
+        if record.subject_id in known:
+            split, fold = known[record.subject_id]
+            official = dataset in OFFICIAL or dataset in NO_AUDIO  # the release's own split always wins
+            result[record.recording_id] = (record.split if official else split, fold)
+        else:
+            by_subject[record.subject_id].append(record)
     stratum_of = STRATA.get(dataset, lambda r: "")
     strata: dict[str, list[str]] = defaultdict(list)
     for subject, recs in by_subject.items():
@@ -81,14 +102,13 @@ def compute(dataset: str, records: list[Recording]) -> dict[str, Assignment]:
     for side in (True, False):
         for i, subject in enumerate(s for s in order if held_out[s] == side):
             per_subject[subject] = (side, i % FOLDS)
-    result: dict[str, Assignment] = {}
     for subject, recs in by_subject.items():
-        held_out, fold = per_subject[subject]
+        is_test, fold = per_subject[subject]
         for record in recs:
             if dataset in OFFICIAL or dataset in NO_AUDIO:
                 split: Split = record.split
             else:
-                split = "test" if held_out else "train"
+                split = "test" if is_test else "train"
             result[record.recording_id] = (split, fold)
     return result
 
@@ -112,9 +132,13 @@ def apply(dataset: str, records: list[Recording], listed: dict[str, Assignment])
     return out
 
 
-def compute_all(results: dict[str, list[Recording]]) -> dict[str, dict[str, Assignment]]:
-    """Assignments for every dataset from records read WITHOUT splits applied (adapter output)."""
-    return {dataset: compute(dataset, records) for dataset, records in results.items()}
+def compute_all(
+    results: dict[str, list[Recording]], keep: dict[str, dict[str, Assignment]] | None = None
+) -> dict[str, dict[str, Assignment]]:
+    """Assignments for every dataset from records read WITHOUT splits applied (adapter output); ``keep``:
+    an existing splits file's assignments, kept as they are (see :func:`compute`)."""
+    keep = keep or {}
+    return {dataset: compute(dataset, records, keep.get(dataset)) for dataset, records in results.items()}
 
 
 def read(path: Path = DEFAULT_FILE) -> dict[str, dict[str, Assignment]]:

@@ -126,7 +126,7 @@ def load(root: Path) -> AdapterResult:
         header = read_header_or_skip(result, NAME, path)
         if header is None:
             continue
-        kinds = sorted({e.type for e in events if e.type != "Normal"})
+        kinds: list[str] = sorted({e.type for e in events if e.type != "Normal"})
         result.records.append(
             Recording(
                 dataset=NAME,

@@ -72,7 +72,9 @@ SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 def corpus_stats(rows: Iterable[ReportRow]) -> dict[str, object]:
     """Reports, distinct texts and sentences, vocabulary size (lower-cased words), counts per dataset."""
-    texts, sentences, vocabulary = [], set(), set()
+    texts: list[str] = []
+    sentences: set[str] = set()
+    vocabulary: set[str] = set()
     per_dataset: Counter[str] = Counter()
     per_writer: Counter[str] = Counter()
     words = 0

@@ -20,6 +20,7 @@ from training.data.icbhi2017 import IcbhiMeta
 from training.data.physionet2016 import PhysioNetMeta
 from training.data.records import Recording
 from training.data.sprsound import SprSoundMeta
+from training.reports.facts import HLS_HEART, HLS_LUNG, SPR_EVENTS
 from training.reports.schema import Report
 
 MODEL = "template-v1"
@@ -145,7 +146,7 @@ class TemplateWriter:
         who, facts = person(meta.age_years, meta.sex)
         facts += [f"site:{meta.site}", f"label:{meta.record_label}"]
         kinds = list(dict.fromkeys(e.type for e in meta.events if e.type != "Normal"))
-        facts += [f"finding:{SPR_EVENT_TEXT[k]}" for k in kinds]
+        facts += [fact for k in kinds for fact in SPR_EVENTS[k]]  # normalised: 'finding:wheeze'
         header = rng.choice(
             [
                 "Paediatric lung auscultation.",
@@ -344,11 +345,11 @@ class TemplateWriter:
         if meta.heart_sound:
             heart = HLS_HEART_TEXT.get(meta.heart_sound, meta.heart_sound.lower())
             lines.append(rng.choice([f"Heart sounds: {heart}.", f"Cardiac auscultation: {heart}."]))
-            facts.append(f"heart:{meta.heart_sound.lower()}")
+            facts += [f"heart:{meta.heart_sound.lower()}", *HLS_HEART.get(meta.heart_sound, ())]
         if meta.lung_sound:
             lung = HLS_LUNG_TEXT.get(meta.lung_sound, meta.lung_sound.lower())
             lines.append(rng.choice([f"Lung sounds: {lung}.", f"Breath sounds: {lung}."]))
-            facts.append(f"lung:{meta.lung_sound.lower()}")
+            facts += [f"lung:{meta.lung_sound.lower()}", *HLS_LUNG.get(meta.lung_sound, ())]
         return lines, facts
 
     # --- ICBHI 2017: respiratory diagnoses, cycle annotations ---------------------------------------------

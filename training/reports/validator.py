@@ -42,7 +42,9 @@ CARE_PATTERN = re.compile(
     r"consider|have|start|seek)|refer(?:ral|red)?\b|follow[- ]?up|consult\w*|prescri\w*|"
     r"treat(?:ment|ed)? with|therap(?:y|ies)\b|antibiotic\w*|bronchodilator\w*|inhaler\w*|echocardiogra\w*|"
     r"further (?:evaluation|investigation|testing|work-?up)|is warranted|admi(?:t|ssion)\b|"
-    r"surgery|surgical|medication)",
+    r"surgery|surgical|medication|consider\w*|please\b|repeat(?:ed)? (?:the )?(?:recording|auscultation|"
+    r"examination|assessment|test)|x-?rays?\b|radiograph\w*|imaging|ultrasound|\bCT\b|monitor(?:ing|ed)?\b|"
+    r"needs? (?:to|further|an?)\b|must (?:be|undergo|receive|see|have))",
     re.IGNORECASE,
 )
 
@@ -54,22 +56,59 @@ IDENTIFYING: list[tuple[str, re.Pattern[str]]] = [
     ("identifying_date", re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b")),
     ("identifying_date", re.compile(rf"\b{MONTHS}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b")),
     ("identifying_date", re.compile(rf"\b\d{{1,2}}\s+{MONTHS}\s+\d{{4}}\b")),
-    ("identifying_id", re.compile(
-        r"\b(?:patient|subject|participant|record(?:ing)?|case|file|mrn|id|identifier)\s*(?:number|no\.?|#|id)?"
-        r"\s*[:#]?\s*(?![\d.]+[\s-]*(?:years?|yrs?|months?|weeks?|days?)\b)[A-Za-z]*\d[\w-]*",
-        re.IGNORECASE)),
+    (
+        "identifying_id",
+        re.compile(
+            r"\b(?:patient|subject|participant|record(?:ing)?|case|file|mrn|id|identifier)\s*(?:number|no\.?|#|id)?"
+            r"\s*[:#]?\s*(?![\d.]+[\s-]*(?:years?|yrs?|months?|weeks?|days?)\b)[A-Za-z]*\d[\w-]*",
+            re.IGNORECASE,
+        ),
+    ),
     ("identifying_id", re.compile(r"\b(?=\w*\d)(?=\w*[A-Za-z])\w{8,}\b")),
     ("identifying_digits", re.compile(r"\d{5,}")),
     ("identifying_name", re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam)\.?\s+[A-Z][a-z]+")),
     ("identifying_name", re.compile(r"\b(?:named|called|name is|name:)\s+[A-Z][a-z]+", re.IGNORECASE)),
-]  # fmt: skip
+]
 # Capitalised words that may follow one another in a report without being a person's name.
 PROPER_ALLOWED = {
-    "Littmann", "Classic", "WelchAllyn", "Meditron", "Yunting", "Impression", "Site", "Patient", "Heart",
-    "Lung", "Breath", "Sounds", "Findings", "Diagnosis", "Assessment", "History", "Participant", "Subject",
-    "Clinical", "Cardiac", "Chest", "Outcome", "Recorded", "Known", "Annotated", "Reported", "Respiratory",
-    "Examined", "Auscultation", "Paediatric", "Pediatric", "Simulated", "Manikin", "The", "A", "An", "No",
-}  # fmt: skip
+    "Littmann",
+    "Classic",
+    "WelchAllyn",
+    "Meditron",
+    "Yunting",
+    "Impression",
+    "Site",
+    "Patient",
+    "Heart",
+    "Lung",
+    "Breath",
+    "Sounds",
+    "Findings",
+    "Diagnosis",
+    "Assessment",
+    "History",
+    "Participant",
+    "Subject",
+    "Clinical",
+    "Cardiac",
+    "Chest",
+    "Outcome",
+    "Recorded",
+    "Known",
+    "Annotated",
+    "Reported",
+    "Respiratory",
+    "Examined",
+    "Auscultation",
+    "Paediatric",
+    "Pediatric",
+    "Simulated",
+    "Manikin",
+    "The",
+    "A",
+    "An",
+    "No",
+}
 CAPITALISED_PAIR = re.compile(r"\b([A-Z][a-z]+)\s+([A-Z][a-z]+)\b")
 
 
