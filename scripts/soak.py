@@ -3,8 +3,9 @@
 A leak or a slowly filling queue never shows in a 60-second benchmark; it shows as a server whose RSS or
 p99 at minute 30 is above minute 1 at the same offered load. The load is open loop (requests start on a
 clock, see ``loadgen.py``) in windows of ``--window`` seconds; each window reports its own throughput and
-latency percentiles and the RSS at its end. Growth is measured from the end of the first window (start-up
-and first-shape allocations are not leaks) as a least-squares slope in MiB per hour.
+latency percentiles and the RSS at its end. The first window is warm-up: growth and drift are measured from
+the end of it (start-up allocations and the ramp's backlog are not leaks), growth also as a least-squares
+slope in MiB per hour.
 
 Usage::
 
@@ -67,7 +68,9 @@ async def soak(args: argparse.Namespace, url: str, pid: int | None, uploads: lis
             f"RSS {summary['rss_mib']} MiB  {summary['by_status']}",
             flush=True,
         )
-    first, last = windows[0], windows[-1]
+    # The first window is warm-up (fresh connections, a backlog left by the ramp): drift is measured from the
+    # second, as RSS growth is.
+    first, last = windows[1 if len(windows) > 2 else 0], windows[-1]
     totals = Counter()
     for window in windows:
         totals["sent"] += window["sent"]
@@ -84,10 +87,10 @@ async def soak(args: argparse.Namespace, url: str, pid: int | None, uploads: lis
         "duration_s": args.duration,
         "windows": windows,
         "rss_mib": {
-            "after_first_window": first["rss_mib"],
+            "after_warm_up": first["rss_mib"],
             "end": last["rss_mib"],
             "growth": None if first["rss_mib"] is None else round(last["rss_mib"] - first["rss_mib"], 1),
-            "slope_mib_per_hour": slope_per_hour(rss_points[1:] if len(rss_points) > 3 else rss_points),
+            "slope_mib_per_hour": slope_per_hour(rss_points[1:] if len(rss_points) > 2 else rss_points),
         },
         "latency_drift_ms": {
             q: {"first": first["latency_ok_ms"][q], "last": last["latency_ok_ms"][q]} for q in ("p50", "p99")
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(soak(args, url, pid, uploads))
     rss, drift, totals = result["rss_mib"], result["latency_drift_ms"], result["totals"]
     print(
-        f"\nRSS MiB after the first window {rss['after_first_window']}, at the end {rss['end']} "
+        f"\nRSS MiB after the warm-up window {rss['after_warm_up']}, at the end {rss['end']} "
         f"(growth {rss['growth']}, slope {rss['slope_mib_per_hour']} MiB/h)"
     )
     print(

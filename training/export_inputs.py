@@ -22,8 +22,8 @@ LICENCES = {
     "bmd_hs": "released publicly by its authors; no licence file",
     "coswara": "CC BY 4.0",
     "hls_cmds": "CC BY 4.0 (simulated manikin, not patients)",
-    "icbhi2017_sample": "CC0",
-    "circor2022_metadata": "ODC-By 1.0",
+    "icbhi2017": "CC0",
+    "circor2022": "ODC-By 1.0",
 }
 
 

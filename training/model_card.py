@@ -90,8 +90,9 @@ every {audio.hop_seconds:g} s (the last one zero-padded) and the window embeddin
 Recordings shorter than {audio.min_seconds:g} s are refused.
 
 ## Training data and licences
-Only the training side of each subject-level split was seen by self-supervised pre-training, alignment and
-the probes; the metrics below come from held-out subjects.
+Only the training side of each split was seen by self-supervised pre-training, alignment and the probes;
+the metrics below come from the held-out side: unseen subjects, except SPRSound's official intra-patient
+test set, which holds unseen recordings of training patients (its inter-patient set holds unseen patients).
 
 {_data_table(manifest)}
 ## Metrics per task

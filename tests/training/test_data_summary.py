@@ -63,3 +63,16 @@ def test_summary_text_and_splits_command(shared_data: Path, tmp_path: Path) -> N
 def test_summary_explains_a_wrong_root(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["data", "summary", "--root", str(tmp_path / "missing")])
     assert result.exit_code != 0 and "does not exist" in str(result.exception)
+
+
+def test_summary_accounts_for_every_file_of_the_release(shared_data: Path) -> None:
+    """Coswara's README count (304) is recordings read plus files skipped with a reason."""
+    args = ["data", "summary", "--root", str(shared_data), "-d", "coswara"]
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert "coswara: 274 recordings, 71 subjects" in text.output
+    assert "304 listed (recordings + skipped)" in text.output
+    assert "skipped 22: silent audio (every sample is zero)" in text.output
+    out = CliRunner().invoke(app, [*args, "--json"]).stdout
+    block = json.loads(out[out.index("{") :])
+    assert block["coswara"]["in_release"] == 304

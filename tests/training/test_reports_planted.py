@@ -101,3 +101,13 @@ def test_names_dates_and_ids_are_caught_in_any_report(records: list[Recording]) 
             text = writer.write(record).text
             for sentence, reason in planted.items():
                 assert reason in validate(f"{text} {sentence}", record), (sentence, text)
+
+
+def test_title_case_clinical_terms_are_not_names() -> None:
+    """An LLM may capitalise terms ("Aortic Stenosis"); that must not be rejected as a person's name."""
+    from training.reports.validator import check_identifying_information
+
+    for text in ("Impression: Aortic Stenosis.", "Findings: Fine Crackles, Left Posterior Chest."):
+        assert check_identifying_information(text) == [], text
+    for text in ("Examined by John Smith.", "Maria Lopez, Mitral Area."):
+        assert check_identifying_information(text) == ["identifying_name"], text

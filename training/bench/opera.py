@@ -106,6 +106,19 @@ def train_heads(
     """
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a linear head is tiny: a second thread only adds synchronisation
+    try:
+        return _train_heads(x_fit, y_fit, x_val, y_val, kind, num_outputs, seeds, config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_heads(
+    x_fit, y_fit, x_val, y_val, kind: TaskKind, num_outputs: int, seeds, config
+) -> list[OperaFit]:
+    import torch
+
     outputs, dim = _outputs(kind, num_outputs), x_fit.shape[1]
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     weight = torch.stack(

@@ -134,6 +134,7 @@ class Runner:
         self.out = Path(config.out)
         self.timings: dict[str, float] = {}
         self.results: dict[str, Any] = {"tasks": {}, "retrieval": {}, "zero_shot": {}, "plots": {}}
+        self._projections: dict[tuple, np.ndarray] = {}  # (source, recording keys) -> 2-D points
 
     def run(self) -> dict[str, Any]:
         import torch
@@ -244,7 +245,10 @@ class Runner:
         rows = np.asarray([i for i, r in enumerate(data.records) if is_test_side(r)], dtype=int)
         if len(rows) < 5:
             return
-        points = project_2d(x[rows], self.config.map_method)
+        key = (source, tuple(recording_key(data.records[i]) for i in rows))  # same recordings, same map
+        if key not in self._projections:
+            self._projections[key] = project_2d(x[rows], self.config.map_method)
+        points = self._projections[key]
         labels = data.y[rows] if task.kind == "regression" else [task.label_text(v) for v in data.y[rows]]
         title = f"{source}: {task.name}, test side ({self.config.map_method})"
         path = embedding_map(self.out / "plots" / f"map-{task.name}-{source}.png", title, points, labels)

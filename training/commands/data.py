@@ -46,6 +46,7 @@ def _as_text(dataset: str, block: dict[str, Any]) -> str:
     lines = [
         f"{dataset}: {block['recordings']} recordings, {block['subjects']} subjects, {block['hours']} h, "
         f"rates {block['rates_hz']} Hz"
+        + (f"; {block['in_release']} listed (recordings + skipped)" if block["skipped"] else "")
     ]
     for split, part in block["splits"].items():
         lines.append(

@@ -56,7 +56,10 @@ def build(
     elif backend == "openai":
         from training.reports.openai_writer import OpenAIWriter
 
-        writer = OpenAIWriter.from_env(fallback=template, cache_dir=cache, concurrency=concurrency)
+        try:
+            writer = OpenAIWriter.from_env(fallback=template, cache_dir=cache, concurrency=concurrency)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--backend") from error
     else:
         raise typer.BadParameter(
             f"unknown backend {backend!r}: use template or openai", param_hint="--backend"

@@ -57,5 +57,7 @@ def summarize(results: dict[str, AdapterResult]) -> dict[str, Any]:
             "rates_hz": sorted({r.native_rate for r in result.records if r.native_rate}),
             "splits": {split: _block(dataset, recs) for split, recs in sorted(by_split.items())},
             "skipped": dict(sorted(reasons.items())),
+            # what the release lists or holds: recordings + skipped (Coswara: 274 + 30 = the README's 304)
+            "in_release": len(result.records) + len(result.skipped),
         }
     return out

@@ -2,10 +2,11 @@
 
 Configured from the environment (``ACULA_LLM_BASE_URL``, e.g. ``http://127.0.0.1:8000/v1``;
 ``ACULA_LLM_MODEL``; ``ACULA_LLM_API_KEY``, optional). Requests run with bounded concurrency and are retried
-with exponential backoff on 429, 5xx, timeouts, connection errors and malformed responses. Each response is
-cached on disk under the hash of (model, prompt), so a rerun sends nothing. The prompt gives the model only
-the normalised facts the template writer would state (never ids, names or dates); every answer is checked by
-the validator, and a rejected or failed answer is replaced by the template report, with the reasons kept.
+with exponential backoff (or the server's Retry-After, if longer) on 429, 5xx, timeouts, connection errors and
+malformed responses. Each response is cached on disk under the hash of (model, prompt), so a rerun sends
+nothing, and records with the same prompt share one request. The prompt gives the model only the normalised
+facts the template writer would state (never ids, names or dates); every answer is checked by the validator,
+and a rejected or failed answer is replaced by the template report, with the reasons kept.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ FAMILIES = {
     "circor2022": "paediatric cardiac screening (murmur assessment)",
 }
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+MAX_RETRY_AFTER_S = 60.0
+
+
+def retry_after(response: httpx.Response) -> float:
+    """Seconds the server asked us to wait (``Retry-After: <seconds>``, capped at a minute); 0 if none."""
+    try:
+        return min(max(float(response.headers.get("retry-after", "")), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return 0.0  # absent, or an HTTP date: the exponential backoff applies
 
 
 class LLMError(Exception):
@@ -136,9 +148,12 @@ class OpenAIWriter:
         }
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         last = LLMError("llm_unavailable", "no attempt made")
+        asked = 0.0  # the server's Retry-After, when it sent one: never retry sooner than it asked
         for attempt in range(self.max_retries + 1):
             if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (1 + random.random() * 0.25))
+                backoff = self.backoff_s * 2 ** (attempt - 1) * (1 + random.random() * 0.25)
+                await asyncio.sleep(max(backoff, asked))
+            asked = 0.0
             try:
                 response = await client.post(self.url, json=body, headers=headers, timeout=self.timeout_s)
             except httpx.TimeoutException as error:
@@ -149,6 +164,7 @@ class OpenAIWriter:
                 continue
             if response.status_code in RETRYABLE_STATUS:
                 last = LLMError(f"llm_http_{response.status_code}", response.text[:200])
+                asked = retry_after(response)
                 continue
             if response.status_code >= 400:
                 raise LLMError(f"llm_http_{response.status_code}", response.text[:200])
@@ -161,22 +177,32 @@ class OpenAIWriter:
                 last = LLMError("llm_malformed_response", f"{type(error).__name__}: {error}")
         raise last
 
+    async def _fetch(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, prompt: str, key: str) -> str:
+        text = self._cached(key)
+        if text is None:
+            async with gate:
+                text = await self._request(client, prompt)
+            self._store(key, text)
+        return text
+
     async def _write_one(
-        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, record: Recording
+        self,
+        client: httpx.AsyncClient,
+        gate: asyncio.Semaphore,
+        pending: dict[str, asyncio.Future[str]],
+        record: Recording,
     ) -> Report:
         prompt = self.prompt(record)
         key = self.prompt_hash(prompt)
-        text = self._cached(key)
-        if text is None:
-            try:
-                async with gate:
-                    text = await self._request(client, prompt)
-                self._store(key, text)
-            except LLMError as error:
-                log.warning(
-                    "%s:%s: LLM failed (%s); template used", record.dataset, record.recording_id, error
-                )
-                return self._fallback(record, prompt, key, [error.reason])
+        # Records with the same facts have the same prompt: one request serves them all (the cache alone
+        # would not, as they are in flight at the same time).
+        if key not in pending:
+            pending[key] = asyncio.ensure_future(self._fetch(client, gate, prompt, key))
+        try:
+            text = await pending[key]
+        except LLMError as error:
+            log.warning("%s:%s: LLM failed (%s); template used", record.dataset, record.recording_id, error)
+            return self._fallback(record, prompt, key, [error.reason])
         sheet = fact_sheet(record)
         reasons = validate_text(text, sheet)
         if reasons:
@@ -194,7 +220,8 @@ class OpenAIWriter:
         gate = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency)
         async with httpx.AsyncClient(limits=limits) as client:
-            return list(await asyncio.gather(*(self._write_one(client, gate, r) for r in records)))
+            pending: dict[str, asyncio.Future[str]] = {}
+            return list(await asyncio.gather(*(self._write_one(client, gate, pending, r) for r in records)))
 
     def write_many(self, records: list[Recording]) -> list[Report]:
         return asyncio.run(self._write_all(list(records)))

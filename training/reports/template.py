@@ -24,14 +24,6 @@ from training.reports.facts import HLS_HEART, HLS_LUNG, SPR_EVENTS
 from training.reports.schema import Report
 
 MODEL = "template-v1"
-SPR_EVENT_TEXT = {
-    "Rhonchi": "rhonchi",
-    "Wheeze": "wheezes",
-    "Stridor": "stridor",
-    "Coarse Crackle": "coarse crackles",
-    "Fine Crackle": "fine crackles",
-    "Wheeze+Crackle": "combined wheezes and crackles",
-}
 HLS_HEART_TEXT = {
     "Normal": "normal S1 and S2",
     "S3": "an S3 (third heart sound)",
@@ -103,6 +95,24 @@ def a(phrase: str) -> str:
     return ("an " if vowel else "a ") + phrase
 
 
+def _spr_event_words(kinds: Sequence[str]) -> list[str]:
+    """Distinct sound words for SPRSound event types: 'Wheeze+Crackle' with 'Wheeze' gives 'wheezes and
+    crackles' (not 'combined wheezes and crackles and wheezes'); fine or coarse crackles make 'crackles'
+    redundant."""
+    findings = list(dict.fromkeys(fact for kind in kinds for fact in SPR_EVENTS.get(kind, ())))
+    if any(f in findings for f in ("finding:fine crackle", "finding:coarse crackle")):
+        findings = [f for f in findings if f != "finding:crackle"]
+    words = {
+        "finding:wheeze": "wheezes",
+        "finding:crackle": "crackles",
+        "finding:fine crackle": "fine crackles",
+        "finding:coarse crackle": "coarse crackles",
+        "finding:rhonchi": "rhonchi",
+        "finding:stridor": "stridor",
+    }
+    return [words.get(f, f.split(":", 1)[1]) for f in findings]
+
+
 class TemplateWriter:
     """``write(record) -> Report``; see the module docstring."""
 
@@ -162,7 +172,7 @@ class TemplateWriter:
                 f"Stethoscope placed on the {meta.site}.",
             ]
         )
-        events = _join([SPR_EVENT_TEXT[k] for k in kinds])
+        events = _join(_spr_event_words(kinds))
         label = meta.record_label
         if label == "Normal":
             findings = rng.choice(

@@ -116,8 +116,12 @@ def check_identifying_information(text: str) -> list[str]:
     """Reason codes (sorted, unique) for anything that looks like a name, date, id, contact, digit run."""
     reasons = {code for code, pattern in IDENTIFYING if pattern.search(text)}
     for match in CAPITALISED_PAIR.finditer(text):
-        if match.group(1) not in PROPER_ALLOWED and match.group(2) not in PROPER_ALLOWED:
-            reasons.add("identifying_name")
+        if match.group(1) in PROPER_ALLOWED or match.group(2) in PROPER_ALLOWED:
+            continue
+        # Clinical terms in title case ("Aortic Stenosis", "Fine Crackles") are not a person's name.
+        if mentions(match.group(0).lower()):
+            continue
+        reasons.add("identifying_name")
     return sorted(reasons)
 
 
