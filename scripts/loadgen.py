@@ -152,6 +152,30 @@ def started_server(bundle: Path, log_path: Path, env: dict[str, str], timeout: f
                 process.wait()
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds the process has used (/proc/PID/stat), to tell a busy server from a starved
+    one: on a shared machine, latency can grow because the server gets no CPU, not because it is slow."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(pid: int | None, server_before: float | None, client_before: float, began: float) -> dict:
+    """Cores used by the server and by this client since ``began`` (1.0 = one core busy all the time)."""
+    wall = max(1e-9, time.perf_counter() - began)
+    server = cpu_seconds(pid)
+    return {
+        "server_cores": None
+        if server is None or server_before is None
+        else round((server - server_before) / wall, 2),
+        "client_cores": round((time.process_time() - client_before) / wall, 2),
+    }
+
+
 def rss_mib(pid: int | None) -> float | None:
     """The process's resident set (VmRSS) in MiB, from /proc; None when unknown or gone."""
     if pid is None:
@@ -317,8 +341,9 @@ async def ramp(args: argparse.Namespace, url: str, uploads: list[Upload]) -> tup
     best: dict | None = None
     concurrency = 1
     while concurrency <= args.max_concurrency:
+        before = (cpu_seconds(args.pid), time.process_time(), time.perf_counter())
         tally = await closed_loop(url, uploads, concurrency, args.step, args.max_requests, args.timeout)
-        level = {"concurrency": concurrency, **tally.summary()}
+        level = {"concurrency": concurrency, **tally.summary(), **cpu_share(args.pid, *before)}
         levels.append(level)
         print(
             f"  ramp c={concurrency:<4} {level['throughput_ok_per_s']:8.2f} ok/s  "
@@ -342,6 +367,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None, uploads: list
     sampler = asyncio.create_task(sample_rss(pid, rss, t0, args.rss_every))
     try:
         print(f"ramp: {args.step:.0f} s per level, concurrency 1, 2, 4, ... up to {args.max_concurrency}")
+        args.pid = pid  # the ramp reads the server's CPU time too
         levels, best = await ramp(args, url, uploads)
         rate = max(0.5, best["throughput_ok_per_s"] * args.hold_factor)
         print(
@@ -350,10 +376,17 @@ async def run(args: argparse.Namespace, url: str, pid: int | None, uploads: list
             flush=True,
         )
         hold_start = round(time.perf_counter() - t0, 1)
+        before = (cpu_seconds(pid), time.process_time(), time.perf_counter())
         hold = await open_loop(url, uploads, rate, args.hold, args.max_inflight, args.timeout)
+        hold_cpu = cpu_share(pid, *before)
     finally:
         sampler.cancel()
-    hold_summary = {"offered_rate_per_s": round(rate, 2), "factor": args.hold_factor, **hold.summary()}
+    hold_summary = {
+        "offered_rate_per_s": round(rate, 2),
+        "factor": args.hold_factor,
+        **hold.summary(),
+        **hold_cpu,
+    }
     in_hold = [value for at, value in rss if at >= hold_start]
     return {
         "machine": machine(),
@@ -393,14 +426,15 @@ def print_table(result: dict) -> None:
     rows = [(f"ramp c={lv['concurrency']}", lv) for lv in result["ramp"]] + [("hold", result["hold"])]
     print(
         f"\n{'phase':<12}{'sent':>7}{'answered':>9}{'ok/s':>8}{'p50':>8}{'p95':>8}{'p99':>8}{'503%':>7}"
-        "  statuses"
+        "  cores srv/cli  statuses"
     )
     for name, row in rows:
         lat = row["latency_ok_ms"]
         print(
             f"{name:<12}{row['sent']:>7}{row['answered']:>9}{row['throughput_ok_per_s']:>8.2f}"
             f"{lat['p50'] or 0:>8.0f}{lat['p95'] or 0:>8.0f}{lat['p99'] or 0:>8.0f}"
-            f"{100 * row['share_503']:>6.1f}%  {row['by_status']} {row['transport_errors'] or ''}"
+            f"{100 * row['share_503']:>6.1f}%  {row.get('server_cores')}/{row.get('client_cores')}  "
+            f"{row['by_status']} {row['transport_errors'] or ''}"
         )
     rss, totals = result["rss_mib"], result["totals"]
     print(

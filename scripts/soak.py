@@ -43,7 +43,7 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
 async def soak(args: argparse.Namespace, url: str, pid: int | None, uploads: list[loadgen.Upload]) -> dict:
     saturation = None
     if args.rate is None:
-        ramp_args = argparse.Namespace(**{**vars(args), "step": args.ramp_step})
+        ramp_args = argparse.Namespace(**{**vars(args), "step": args.ramp_step, "pid": pid})
         _, best = await loadgen.ramp(ramp_args, url, uploads)
         saturation = best["throughput_ok_per_s"]
     rate = args.rate if args.rate is not None else max(0.5, saturation * args.fraction)
