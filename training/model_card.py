@@ -75,6 +75,9 @@ def render_model_card(manifest: Manifest, notes: dict[str, Any]) -> str:
     differences = notes.get("differences_from_default", "")
     parity = notes.get("parity_max_abs_diff")
     parity_text = f"{parity:.2e}" if isinstance(parity, float) else "n/a"
+    tolerance = notes.get("parity_tolerance", 1e-4)
+    if isinstance(tolerance, float) and tolerance > 1e-4:
+        parity_text += f" (per output {notes.get('parity_per_output')}; tolerance raised to {tolerance:g})"
     return f"""# Model card: {manifest.name} {manifest.version}
 
 ## Intended use

@@ -39,6 +39,9 @@ class ExportStage(_Base):
     hop_seconds: float | None = Field(None, gt=0, description="None: equal to the window (no overlap).")
     pooling: str = Field("mean", description="How window embeddings become one per recording.")
     min_seconds: float = Field(0.5, ge=0)
+    parity_tolerance: float = Field(
+        1e-4, gt=0, description="Export fails when onnxruntime and torch differ by more than this."
+    )
 
 
 class BenchStage(_Base):
@@ -194,6 +197,7 @@ def _export(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], 
         pooling=config.export.pooling,
         min_seconds=config.export.min_seconds,
         text_side=config.export.text_side,
+        parity_tolerance=config.export.parity_tolerance,
         cache_dir=config.cache_dir,
         configs=json.loads(config.model_dump_json()),
         extra_card={"differences_from_default": _differences(config)},
