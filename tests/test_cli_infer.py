@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,15 +11,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from tests.bundles import write_wav
+from tests.predict_checks import real_recordings, runner, same_prediction
 from tests.service.live import REPO, LiveServer, serve
 from training.cli import app
-
-# The CLI reads the same ACULA_* settings as the service; the live server runs with one intra-op thread, and
-# onnxruntime's summation order (hence the last bit of a float32) depends on threads and batch size.
-runner = CliRunner(env={"ACULA_INTRA_OP_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -36,44 +31,16 @@ def _recordings(tmp_path: Path) -> list[Path]:
     ]
 
 
-def _real_recordings(shared_data: Path) -> list[Path]:
-    """The first recording of every dataset folder: 2, 4, 8 and 16 kHz, heart, lung, cough, manikin."""
-    found = []
-    for folder in sorted(p for p in shared_data.iterdir() if p.is_dir()):
-        files = sorted(folder.rglob("*.flac")) + sorted(folder.rglob("*.wav"))
-        if files:
-            found.append(files[0])
-    return found
-
-
-def _same_prediction(server: LiveServer, tiny_bundle: Path, paths: list[Path]) -> None:
-    for path in paths:
-        result = runner.invoke(
-            app,
-            ["predict", "--bundle", str(tiny_bundle), str(path), "--json", "--top-k", "3", "--per-window"],
-        )
-        assert result.exit_code == 0, result.output
-        cli = json.loads(result.output)
-        http = httpx.post(
-            f"{server.url}/predict",
-            params={"top_k": 3, "per_window": "true"},
-            files={"file": (path.name, path.read_bytes())},
-            timeout=30.0,
-        ).json()
-        for key in ("model", "input", "windows", "tasks", "reports", "window_scores"):
-            assert cli[key] == http[key], (path.name, key)
-
-
 def test_predict_json_is_identical_to_http(server: LiveServer, tiny_bundle: Path, tmp_path: Path) -> None:
-    _same_prediction(server, tiny_bundle, _recordings(tmp_path))
+    same_prediction(server, tiny_bundle, _recordings(tmp_path))
 
 
 def test_predict_on_real_recordings_of_every_dataset(
     server: LiveServer, tiny_bundle: Path, shared_data: Path
 ) -> None:
-    paths = _real_recordings(shared_data)
+    paths = real_recordings(shared_data)
     assert len(paths) >= 5
-    _same_prediction(server, tiny_bundle, paths)
+    same_prediction(server, tiny_bundle, paths)
 
 
 def test_embed_npy_is_identical_to_http(server: LiveServer, tiny_bundle: Path, tmp_path: Path) -> None:

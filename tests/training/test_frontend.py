@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.training.onnx_session import export_and_open
 from training.nets.frontend import FrontendConfig, LogMelFrontend, mel_filterbank
 
 torch.set_num_threads(2)
@@ -70,26 +71,8 @@ def test_basis_is_not_trainable() -> None:
 
 
 def test_onnx_export_dynamic_batch_and_length(tmp_path) -> None:
-    import onnxruntime as ort
-
     frontend = LogMelFrontend().eval()
-    path = tmp_path / "frontend.onnx"
-    batch, samples = (
-        torch.export.Dim("batch", min=1, max=64),
-        torch.export.Dim("samples", min=800, max=480000),
-    )
-    torch.onnx.export(
-        frontend,
-        (torch.randn(2, 16000),),
-        str(path),
-        dynamo=True,
-        opset_version=18,
-        external_data=False,
-        input_names=["waveform"],
-        output_names=["logmel"],
-        dynamic_shapes={"waveform": {0: batch, 1: samples}},
-    )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = export_and_open(frontend, tmp_path / "frontend.onnx", ["logmel"], 800, 480000)
     for shape in [(1, 8000), (3, 24321)]:
         wave = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         got = session.run(None, {"waveform": wave})[0]
@@ -103,28 +86,13 @@ def test_onnx_normalisation_statistics_match_torch_on_long_real_audio(tmp_path, 
     therefore taken in float64. On a minute of real audio (~384,000 log-mel values at 16 kHz) the difference
     was 1.1e-3 with float32 statistics and is 7e-5 with float64 ones (what remains is the float32 DFT in the
     quietest bands, which the log magnifies)."""
-    import onnxruntime as ort
-
     from service.audio import decode_audio
 
     recordings = sorted((shared_data / "sprsound").rglob("*.flac"))[:12]
     wave = np.concatenate([decode_audio(path, 16000).samples for path in recordings])[: 60 * 16000]
     assert len(wave) == 60 * 16000
     frontend = LogMelFrontend().eval()
-    path = tmp_path / "frontend.onnx"
-    samples = torch.export.Dim("samples", min=800, max=2_000_000)
-    torch.onnx.export(
-        frontend,
-        (torch.randn(1, 16000),),
-        str(path),
-        dynamo=True,
-        opset_version=18,
-        external_data=False,
-        input_names=["waveform"],
-        output_names=["logmel"],
-        dynamic_shapes={"waveform": {1: samples}},
-    )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = export_and_open(frontend, tmp_path / "frontend.onnx", ["logmel"])
     got = session.run(None, {"waveform": wave[None].astype(np.float32)})[0]
     with torch.no_grad():
         want = frontend(torch.from_numpy(wave[None].astype(np.float32))).numpy()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.training.onnx_session import export_and_open
 from training.losses import random_patch_mask
 from training.nets.cnn import CNNConfig
 from training.nets.factory import build_model, load_checkpoint, load_external_weights, save_checkpoint
@@ -101,24 +102,8 @@ def test_external_weights_with_key_map_reports_missing_and_unexpected(tmp_path) 
 
 @pytest.mark.parametrize("encoder", ["cnn", "vit"])
 def test_onnx_round_trip(tmp_path, encoder: str) -> None:
-    import onnxruntime as ort
-
     model = build_model(tiny_config(encoder)).eval()
-    path = tmp_path / "encoder.onnx"
-    batch = torch.export.Dim("batch", min=1, max=64)
-    samples = torch.export.Dim("samples", min=4000, max=160000)
-    torch.onnx.export(
-        model,
-        (torch.randn(2, 16000),),
-        str(path),
-        dynamo=True,
-        opset_version=18,
-        external_data=False,
-        input_names=["waveform"],
-        output_names=["embedding", "joint"],
-        dynamic_shapes={"waveform": {0: batch, 1: samples}},
-    )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = export_and_open(model, tmp_path / "encoder.onnx", ["embedding", "joint"], 4000, 160000)
     rng = np.random.default_rng(0)
     for shape in [(1, 16000), (4, 16000), (1, 40000), (4, 40000)]:
         wave = (0.1 * rng.standard_normal(shape)).astype(np.float32)
