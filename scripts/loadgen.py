@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -201,6 +202,9 @@ class Tally:
     transport: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)  # seconds, 200s only
     all_latencies: list[float] = field(default_factory=list)  # seconds, every HTTP response
+    refusal_latencies: list[float] = field(default_factory=list)  # seconds, 503s only
+    retry_after: Counter = field(default_factory=Counter)  # Retry-After values seen on 503s
+    refused_by: Counter = field(default_factory=Counter)  # 503s: "admission" (headers) or "runtime" (queue)
     started: float = 0.0
     ended: float = 0.0
 
@@ -212,6 +216,7 @@ class Tally:
         seconds = max(1e-9, self.ended - self.started)
         ok = np.asarray(self.latencies) * 1000.0
         every = np.asarray(self.all_latencies) * 1000.0
+        refused = np.asarray(self.refusal_latencies) * 1000.0
 
         def pct(values: np.ndarray, q: float) -> float | None:
             return round(float(np.percentile(values, q)), 1) if values.size else None
@@ -234,17 +239,62 @@ class Tally:
                 "max": pct(ok, 100),
             },
             "latency_all_ms": {"p50": pct(every, 50), "p99": pct(every, 99)},
+            "latency_503_ms": {"p50": pct(refused, 50), "p99": pct(refused, 99), "max": pct(refused, 100)},
+            "retry_after_on_503": dict(self.retry_after),
+            "refused_by": dict(self.refused_by),
         }
 
 
-async def one_request(
-    client: httpx.AsyncClient, url: str, upload: Upload, tally: Tally, timeout: float
-) -> None:
-    files = {"file": ("recording", upload.data, upload.mime)}  # a neutral file name: names are patient data
+BOUNDARY = "acula-load-boundary-7f3c"
+# httpx/httpcore's connection pool rescans all of its connections (and, for each queued request, all of them
+# again) on every request start and end: O(connections^2) CPU per request. With one client of 512 connections
+# that cost made the *generator* the bottleneck: in the first 2x holds it used 0.5-0.7 cores, the server saw
+# only 5-70 requests at once while 512 waited inside the client, and the 25-75 s "latency" was mostly spent in
+# the client (docs/PERFORMANCE.md). So every phase shares its connections out over clients of at most
+# ``SHARD`` connections each, and every upload's multipart body is encoded once, not per request.
+SHARD = 16
+
+
+def multipart(upload: Upload) -> bytes:
+    """The ``multipart/form-data`` body of one upload (field ``file``, neutral file name ``recording``:
+    the service must not see file names, they are patient data)."""
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="recording"\r\n'
+        f"Content-Type: {upload.mime}\r\n\r\n"
+    ).encode()
+    return head + upload.data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+class Clients:
+    """``connections`` keep-alive connections shared out over httpx clients of at most ``SHARD`` each;
+    :meth:`next` hands them out round robin."""
+
+    def __init__(self, connections: int) -> None:
+        shards = max(1, -(-connections // SHARD))
+        per = -(-connections // shards)
+        limits = httpx.Limits(
+            max_connections=per, max_keepalive_connections=per, keepalive_expiry=KEEPALIVE_S
+        )
+        self.clients = [httpx.AsyncClient(limits=limits) for _ in range(shards)]
+        self._turn = 0
+
+    def next(self) -> httpx.AsyncClient:
+        self._turn = (self._turn + 1) % len(self.clients)
+        return self.clients[self._turn]
+
+    async def __aenter__(self) -> Clients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(client.aclose() for client in self.clients))
+
+
+async def one_request(client: httpx.AsyncClient, url: str, body: bytes, tally: Tally, timeout: float) -> None:
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     tally.sent += 1
     began = time.perf_counter()
     try:
-        response = await client.post(f"{url}/predict", files=files, timeout=timeout)
+        response = await client.post(f"{url}/predict", content=body, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
         tally.transport[type(exc).__name__] += 1
         return
@@ -253,6 +303,15 @@ async def one_request(
     tally.all_latencies.append(elapsed)
     if response.status_code == 200:
         tally.latencies.append(elapsed)
+    elif response.status_code == 503:
+        tally.retry_after[response.headers.get("retry-after", "absent")] += 1
+        tally.refusal_latencies.append(elapsed)
+        try:
+            detail = str(response.json().get("detail", ""))
+        except ValueError:
+            detail = ""
+        # service/api/middleware.py AdmissionMiddleware says "(limit N)"; Runtime.run "being processed".
+        tally.refused_by["admission" if "(limit" in detail else "runtime"] += 1
 
 
 async def closed_loop(
@@ -262,15 +321,14 @@ async def closed_loop(
     tally = Tally(started=time.perf_counter())
     stop_at = tally.started + seconds
     rng = random.Random(concurrency)
-    limits = httpx.Limits(
-        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=KEEPALIVE_S
-    )
+    bodies = [multipart(upload) for upload in uploads]
 
-    async with httpx.AsyncClient(limits=limits) as client:
+    async with Clients(concurrency) as clients:
 
         async def worker() -> None:
+            client = clients.next()
             while time.perf_counter() < stop_at and tally.sent < max_requests:
-                await one_request(client, url, rng.choice(uploads), tally, timeout)
+                await one_request(client, url, rng.choice(bodies), tally, timeout)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     tally.ended = time.perf_counter()
@@ -284,11 +342,9 @@ async def open_loop(
     for every outstanding request to end (each is bounded by ``timeout``)."""
     tally = Tally(started=time.perf_counter())
     rng = random.Random(0)
-    limits = httpx.Limits(
-        max_connections=max_inflight, max_keepalive_connections=max_inflight, keepalive_expiry=KEEPALIVE_S
-    )
+    bodies = [multipart(upload) for upload in uploads]
     pending: set[asyncio.Task] = set()
-    async with httpx.AsyncClient(limits=limits) as client:
+    async with Clients(max_inflight) as clients:
         for index in range(int(rate * seconds)):
             delay = tally.started + index / rate - time.perf_counter()
             if delay > 0:
@@ -296,7 +352,7 @@ async def open_loop(
             if len(pending) >= max_inflight:
                 tally.skipped += 1
                 continue
-            task = asyncio.create_task(one_request(client, url, rng.choice(uploads), tally, timeout))
+            task = asyncio.create_task(one_request(clients.next(), url, rng.choice(bodies), tally, timeout))
             pending.add(task)
             task.add_done_callback(pending.discard)
         if pending:
@@ -305,13 +361,74 @@ async def open_loop(
     return tally
 
 
-async def sample_rss(pid: int | None, samples: list[tuple[float, float]], t0: float, every: float) -> None:
-    """Append ``(seconds since t0, RSS MiB)`` every ``every`` s until cancelled."""
+async def sample_rss(
+    pid: int | None,
+    samples: list[tuple[float, float]],
+    t0: float,
+    every: float,
+    load: list[tuple[float, float]] | None = None,
+) -> None:
+    """Append ``(seconds since t0, RSS MiB)`` every ``every`` s until cancelled, and the machine's 1-minute
+    load average to ``load`` every 10 s (the figures mean little without it on a shared machine)."""
+    last_load = -1e9
     while True:
+        now = time.perf_counter() - t0
         value = rss_mib(pid)
         if value is not None:
-            samples.append((round(time.perf_counter() - t0, 1), round(value, 1)))
+            samples.append((round(now, 1), round(value, 1)))
+        if load is not None and now - last_load >= 10.0:
+            load.append((round(now, 1), round(os.getloadavg()[0], 2)))
+            last_load = now
         await asyncio.sleep(every)
+
+
+def load_summary(load: list[tuple[float, float]]) -> dict:
+    values = [value for _, value in load]
+    return {
+        "samples": load,
+        "min": min(values, default=None),
+        "mean": round(sum(values) / len(values), 2) if values else None,
+        "max": max(values, default=None),
+    }
+
+
+SERVER_BUCKETS = "acula_request_duration_seconds_bucket{"
+
+
+def server_histogram(url: str) -> dict[str, dict[float, float]]:
+    """The server's own latency histogram of ``POST /predict`` by status (cumulative bucket counts)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+    except httpx.HTTPError:
+        return {}
+    buckets: dict[str, dict[float, float]] = {}
+    for line in text.splitlines():
+        if line.startswith(SERVER_BUCKETS):
+            labels_text, value = line[len(SERVER_BUCKETS) :].rsplit("} ", 1)
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', labels_text))
+            if labels.get("route") == "/predict" and labels.get("method") == "POST":
+                buckets.setdefault(labels["status"], {})[float(labels["le"])] = float(value)
+    return buckets
+
+
+def server_view(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict:
+    """Per status, what the server itself measured between two scrapes (from the request's headers to its
+    response, so without the time a request spends in the client or in socket buffers): the count, and the
+    histogram bucket (upper bound, seconds) that holds the p50 and the p99."""
+    view = {}
+    for status, buckets in sorted(after.items()):
+        earlier = before.get(status, {})
+        counts = sorted((bound, count - earlier.get(bound, 0.0)) for bound, count in buckets.items())
+        total = counts[-1][1] if counts else 0.0
+        if total <= 0:
+            continue
+
+        def upper(fraction: float, counts: list[tuple[float, float]] = counts, total: float = total) -> str:
+            bound = next(b for b, count in counts if count >= fraction * total)
+            return "+Inf" if bound == float("inf") else f"{bound:g}"
+
+        view[status] = {"count": int(total), "p50_at_most_s": upper(0.5), "p99_at_most_s": upper(0.99)}
+    return view
 
 
 def machine() -> dict:
@@ -342,8 +459,10 @@ async def ramp(args: argparse.Namespace, url: str, uploads: list[Upload]) -> tup
     concurrency = 1
     while concurrency <= args.max_concurrency:
         before = (cpu_seconds(args.pid), time.process_time(), time.perf_counter())
+        histogram = server_histogram(url)
         tally = await closed_loop(url, uploads, concurrency, args.step, args.max_requests, args.timeout)
         level = {"concurrency": concurrency, **tally.summary(), **cpu_share(args.pid, *before)}
+        level["server_side"] = server_view(histogram, server_histogram(url))
         levels.append(level)
         print(
             f"  ramp c={concurrency:<4} {level['throughput_ok_per_s']:8.2f} ok/s  "
@@ -364,7 +483,8 @@ async def ramp(args: argparse.Namespace, url: str, uploads: list[Upload]) -> tup
 async def run(args: argparse.Namespace, url: str, pid: int | None, uploads: list[Upload]) -> dict:
     t0 = time.perf_counter()
     rss: list[tuple[float, float]] = []
-    sampler = asyncio.create_task(sample_rss(pid, rss, t0, args.rss_every))
+    load: list[tuple[float, float]] = []
+    sampler = asyncio.create_task(sample_rss(pid, rss, t0, args.rss_every, load))
     try:
         print(f"ramp: {args.step:.0f} s per level, concurrency 1, 2, 4, ... up to {args.max_concurrency}")
         args.pid = pid  # the ramp reads the server's CPU time too
@@ -377,8 +497,10 @@ async def run(args: argparse.Namespace, url: str, pid: int | None, uploads: list
         )
         hold_start = round(time.perf_counter() - t0, 1)
         before = (cpu_seconds(pid), time.process_time(), time.perf_counter())
+        histogram = server_histogram(url)
         hold = await open_loop(url, uploads, rate, args.hold, args.max_inflight, args.timeout)
         hold_cpu = cpu_share(pid, *before)
+        hold_server = server_view(histogram, server_histogram(url))
     finally:
         sampler.cancel()
     hold_summary = {
@@ -386,6 +508,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None, uploads: list
         "factor": args.hold_factor,
         **hold.summary(),
         **hold_cpu,
+        "server_side": hold_server,
     }
     in_hold = [value for at, value in rss if at >= hold_start]
     return {
@@ -413,6 +536,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None, uploads: list
             "hold_start": in_hold[0] if in_hold else None,
             "hold_end": in_hold[-1] if in_hold else None,
         },
+        "load_average_1m": load_summary(load),
         "totals": {
             "sent": sum(lv["sent"] for lv in levels) + hold.sent,
             "answered": sum(lv["answered"] for lv in levels) + hold.answered,
@@ -436,6 +560,15 @@ def print_table(result: dict) -> None:
             f"{100 * row['share_503']:>6.1f}%  {row.get('server_cores')}/{row.get('client_cores')}  "
             f"{row['by_status']} {row['transport_errors'] or ''}"
         )
+    hold = result["hold"]
+    print(
+        f"hold: 503s {hold['by_status'].get('503', 0)} ({hold['refused_by']}), Retry-After "
+        f"{hold['retry_after_on_503']}, client-side 503 latency ms {hold['latency_503_ms']}; "
+        f"skipped at the in-flight cap {hold['skipped_at_inflight_cap']}"
+    )
+    print(f"hold, server-side latency by status: {hold['server_side']}")
+    load = result["load_average_1m"]
+    print(f"load average (1 min) during the run: min {load['min']} mean {load['mean']} max {load['max']}")
     rss, totals = result["rss_mib"], result["totals"]
     print(
         f"RSS MiB: start {rss['start']}  hold start {rss['hold_start']}  end {rss['end']}  max {rss['max']}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -55,17 +56,24 @@ async def soak(args: argparse.Namespace, url: str, pid: int | None, uploads: lis
         length = min(args.window, args.duration - (time.perf_counter() - t0))
         if length * rate < 10:  # a tail too short to measure anything: stop here
             break
+        histogram = loadgen.server_histogram(url)
         tally = await loadgen.open_loop(url, uploads, rate, length, args.max_inflight, args.timeout)
         at = round(time.perf_counter() - t0, 1)
         rss = loadgen.rss_mib(pid)
         if rss is not None:
             rss_points.append((at, round(rss, 1)))
-        summary = {"t_s": at, "rss_mib": rss and round(rss, 1), **tally.summary()}
+        summary = {
+            "t_s": at,
+            "rss_mib": rss and round(rss, 1),
+            "load_1m": round(os.getloadavg()[0], 2),
+            **tally.summary(),
+            "server_side": loadgen.server_view(histogram, loadgen.server_histogram(url)),
+        }
         windows.append(summary)
         lat = summary["latency_ok_ms"]
         print(
             f"  t={at:7.0f}s ok/s {summary['throughput_ok_per_s']:7.2f} p50 {lat['p50']} p99 {lat['p99']} ms "
-            f"RSS {summary['rss_mib']} MiB  {summary['by_status']}",
+            f"RSS {summary['rss_mib']} MiB  load {summary['load_1m']}  {summary['by_status']}",
             flush=True,
         )
     # The first window is warm-up (fresh connections, a backlog left by the ramp): drift is measured from the
@@ -94,6 +102,11 @@ async def soak(args: argparse.Namespace, url: str, pid: int | None, uploads: lis
         },
         "latency_drift_ms": {
             q: {"first": first["latency_ok_ms"][q], "last": last["latency_ok_ms"][q]} for q in ("p50", "p99")
+        },
+        "load_average_1m": {
+            "min": min(w["load_1m"] for w in windows),
+            "mean": round(sum(w["load_1m"] for w in windows) / len(windows), 2),
+            "max": max(w["load_1m"] for w in windows),
         },
         "totals": dict(totals),
     }
@@ -143,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         f"latency p50 {drift['p50']['first']} -> {drift['p50']['last']} ms, "
         f"p99 {drift['p99']['first']} -> {drift['p99']['last']} ms"
     )
-    print(f"requests sent {totals['sent']}  responses received {totals['answered']}")
+    print(f"requests sent {totals['sent']}  responses received {totals['answered']}  {totals}")
+    print(f"load average (1 min) at window ends: {result['load_average_1m']}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
         print(f"wrote {args.out}")

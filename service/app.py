@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import embed, health, model, predict, reports
 from service.api.errors import install_error_handlers
-from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
@@ -54,9 +54,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (predict, reports, embed, model, health):
         app.include_router(module.router)
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
-    # Added last = outermost: the request context wraps the body limit, so 413s carry the request id too.
+    # Added last = outermost: the request context wraps admission and the body limit, so their 503s and 413s
+    # carry the request id and are logged and counted; admission refuses before the body limit reads a byte.
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.admission_limit,
+        retry_after_s=settings.retry_after_s,
+        metrics=metrics,
+        routes=frozenset(
+            getattr(route, "path", "") for route in app.routes if "POST" in getattr(route, "methods", ())
+        ),
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics, client_id_header=settings.client_id_header)
     return app

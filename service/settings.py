@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         default=64, ge=1, description="Requests processed at once (decode to result); more get 503 at once."
     )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="POST requests (inference routes) in the service at once, from their headers to their "
+        "response; more get 503 before their body is read. Unset: 2 x max_queue.",
+    )
     decode_workers: int = Field(
         default=2, ge=1, description="Threads decoding uploads (bounds concurrent decodes)."
     )
@@ -125,6 +131,12 @@ class Settings(BaseSettings):
         if value and not value.startswith("/"):
             value = "/" + value
         return value
+
+    @property
+    def admission_limit(self) -> int:
+        """``max_concurrency``, or twice ``max_queue`` when unset: room for as many uploads still arriving
+        as there are requests being processed, so slow uploads alone do not refuse work."""
+        return self.max_concurrency if self.max_concurrency is not None else 2 * self.max_queue
 
     def resolved_api_keys(self) -> list[bytes]:
         """All keys from the environment and the key file, as bytes for ``hmac.compare_digest``."""

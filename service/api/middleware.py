@@ -81,7 +81,12 @@ class RequestContextMiddleware:
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            # A request refused before routing (admission) names its route in its state, when it is one.
+            route = (
+                getattr(scope.get("route"), "path", None)
+                or scope.get("state", {}).get("route")
+                or "unmatched"
+            )
             self.metrics.request_latency.labels(
                 route=route, method=scope["method"], status=str(status)
             ).observe(elapsed)
@@ -142,3 +147,57 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class AdmissionMiddleware:
+    """503 ``overloaded`` with ``Retry-After`` for a POST (the inference routes) when ``limit`` POSTs are
+    already in the service, counted from their headers to their response, **before a byte of the body is
+    read**. The runtime's own check (``max_queue``) comes after the multipart upload has been received and
+    parsed on the event loop, which is the bottleneck under overload: excess requests then waited minutes for
+    the loop instead of being refused (docs/PERFORMANCE.md). GETs (``/healthz``, ``/readyz``, ``/metrics``,
+    ``/v1/model``) are never counted nor refused, so probes and scrapes are answered under any load.
+
+    The connection stays open: uvicorn discards the rest of the unread body and the client reads the 503
+    once it has sent it (closing instead would make the kernel reset the connection under the client's
+    upload, so it could lose the response)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        retry_after_s: int,
+        metrics: Metrics,
+        routes: frozenset[str] = frozenset(),
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after = str(retry_after_s)
+        self.metrics = metrics
+        self.routes = routes  # the app's POST paths: a refusal is labelled with one of them, not arbitrary
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            state = scope.setdefault("state", {})
+            state["error_code"] = "overloaded"
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            path = path[len(root) :] if root and path.startswith(root) else path
+            if path in self.routes:
+                state["route"] = path
+            self.metrics.failures.labels(code="overloaded").inc()
+            response = problem(
+                "overloaded",
+                f"{self.active} requests are already in the service (limit {self.limit}); retry later",
+                headers={"Retry-After": self.retry_after},
+            )
+            await response(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
