@@ -14,6 +14,12 @@ Phases:
    would slow itself down and hide overload. In-flight requests are capped (``--max-inflight``) so the client
    stays bounded; starts skipped at the cap are counted, not hidden.
 
+Records per phase: throughput, p50/p95/p99/max of 200s (client side), every status, transport errors, the
+503 share, what refused (``admission``: before the body; ``runtime``: after it), the Retry-After values, the
+server's own latency by status from its ``/metrics`` histogram (without the time a request spent in this
+client, which on a small shared machine is most of it), the CPU used by server and client; over the run the
+server's RSS every second, the load average every 10 s, and requests sent vs responses received.
+
 Usage (starts ``acula serve`` itself and stops it after)::
 
     .venv/bin/python scripts/loadgen.py --bundle models/acula-default --hold 300 --out load.json

@@ -73,6 +73,7 @@ async def soak(args: argparse.Namespace, url: str, pid: int | None, uploads: lis
         lat = summary["latency_ok_ms"]
         print(
             f"  t={at:7.0f}s ok/s {summary['throughput_ok_per_s']:7.2f} p50 {lat['p50']} p99 {lat['p99']} ms "
+            f"(server p99 <= {summary['server_side'].get('200', {}).get('p99_at_most_s')} s) "
             f"RSS {summary['rss_mib']} MiB  load {summary['load_1m']}  {summary['by_status']}",
             flush=True,
         )

@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = runtime
-    for module in (predict, reports, embed, model, health):
+    routers = (predict, reports, embed, model, health)
+    for module in routers:
         app.include_router(module.router)
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     # Added last = outermost: the request context wraps admission and the body limit, so their 503s and 413s
@@ -65,7 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         retry_after_s=settings.retry_after_s,
         metrics=metrics,
         routes=frozenset(
-            getattr(route, "path", "") for route in app.routes if "POST" in getattr(route, "methods", ())
+            getattr(route, "path", "")
+            for module in routers
+            for route in module.router.routes
+            if "POST" in (getattr(route, "methods", None) or ())
         ),
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics, client_id_header=settings.client_id_header)

@@ -38,6 +38,7 @@ ALLOWED_FIELDS = (
     "threads",
     "max_batch_size",
     "max_queue",
+    "max_concurrency",
 )
 
 

@@ -84,6 +84,7 @@ class Runtime:
                 "threads": settings.intra_op_threads,
                 "max_batch_size": settings.max_batch_size,
                 "max_queue": settings.max_queue,
+                "max_concurrency": settings.admission_limit,
             },
         )
 

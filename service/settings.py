@@ -68,11 +68,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         default=64, ge=1, description="Requests processed at once (decode to result); more get 503 at once."
     )
-    max_concurrency: int | None = Field(
-        default=None,
-        ge=1,
+    max_concurrency: int = Field(
+        default=0,
+        ge=0,
         description="POST requests (inference routes) in the service at once, from their headers to their "
-        "response; more get 503 before their body is read. Unset: 2 x max_queue.",
+        "response; more get 503 before their body is read. 0: max_queue.",
     )
     decode_workers: int = Field(
         default=2, ge=1, description="Threads decoding uploads (bounds concurrent decodes)."
@@ -134,9 +134,9 @@ class Settings(BaseSettings):
 
     @property
     def admission_limit(self) -> int:
-        """``max_concurrency``, or twice ``max_queue`` when unset: room for as many uploads still arriving
-        as there are requests being processed, so slow uploads alone do not refuse work."""
-        return self.max_concurrency if self.max_concurrency is not None else 2 * self.max_queue
+        """``max_concurrency``, or ``max_queue`` when it is 0 (the default): then every request the runtime
+        could refuse is refused here instead, before its upload is received and parsed."""
+        return self.max_concurrency or self.max_queue
 
     def resolved_api_keys(self) -> list[bytes]:
         """All keys from the environment and the key file, as bytes for ``hmac.compare_digest``."""
