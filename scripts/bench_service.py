@@ -30,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from loadgen import cpu_seconds  # noqa: E402  (scripts/ is on sys.path when this runs as a script)
 
 
 def recording(rate: int, seconds: float, seed: int = 0) -> bytes:
@@ -55,20 +56,24 @@ def raw_throughput(bundle: Path, data: bytes, threads: int, batch: int, seconds:
     windows = pipeline.cut(pipeline.decode(data))
     # Many recordings' windows back to back, cut into full batches, as the batcher would under load.
     stacked = np.concatenate([windows] * max(1, -(-batch // len(windows))) * 4)
-    done_windows, started = 0, time.perf_counter()
+    done_windows, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         for start in range(0, len(stacked) - batch + 1, batch):
             pipeline.backend.run(stacked[start : start + batch])
             done_windows += batch
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     return {
         "windows_per_recording": len(windows),
+        "cpu_ms_per_recording": 1000.0 * cpu * len(windows) / done_windows,
         "windows_per_s": done_windows / elapsed,
         "recordings_per_s": done_windows / elapsed / len(windows),
     }
 
 
-async def load(url: str, data: bytes, concurrency: int, requests: int) -> dict[str, float]:
+async def load(url: str, data: bytes, concurrency: int, requests: int, pid: int) -> dict[str, float]:
+    """Closed loop: ``concurrency`` clients send ``requests`` uploads in all. Also measures the CPU the server
+    process and this client used, because on a small host they share the cores the ratio is measured on."""
     import httpx
 
     latencies: list[float] = []
@@ -103,9 +108,11 @@ async def load(url: str, data: bytes, concurrency: int, requests: int) -> dict[s
 
         for _ in range(min(concurrency, 4)):  # warm connections
             await client.get(f"{url}/healthz")
-        started = time.perf_counter()
+        started, client_cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pid) or 0.0
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = (cpu_seconds(pid) or 0.0) - server_cpu
     ms = np.asarray(latencies) * 1000.0
     return {
         "concurrency": concurrency,
@@ -117,6 +124,9 @@ async def load(url: str, data: bytes, concurrency: int, requests: int) -> dict[s
         "recordings_per_s": len(latencies) / elapsed,
         "server_p50_ms": float(np.percentile(server_ms, 50)),
         "server_p99_ms": float(np.percentile(server_ms, 99)),
+        "server_cores": server_cpu / elapsed,
+        "client_cores": client_cpu / elapsed,
+        "server_cpu_ms_per_recording": 1000.0 * server_cpu / max(1, len(latencies)),
     }
 
 
@@ -172,19 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     with serve(bundle, workdir, env, ready_timeout=300) as server:
         for concurrency in args.concurrency:
             requests = args.requests or max(40, 8 * concurrency)
-            asyncio.run(load(server.url, data, concurrency, min(8, requests)))  # warm-up round
-            results.append(asyncio.run(load(server.url, data, concurrency, requests)))
+            pid = server.process.pid
+            asyncio.run(load(server.url, data, concurrency, min(8, requests), pid))  # warm-up round
+            results.append(asyncio.run(load(server.url, data, concurrency, requests, pid)))
 
     print(
         f"bundle {manifest.name} {manifest.version}; {args.seconds:.0f} s recordings = "
         f"{raw['windows_per_recording']} windows; {threads} intra-op threads; host CPUs {os.cpu_count()}"
     )
     print(
-        f"raw onnxruntime: {raw['windows_per_s']:.1f} windows/s = {raw['recordings_per_s']:.1f} recordings/s"
+        f"raw onnxruntime: {raw['windows_per_s']:.1f} windows/s = "
+        f"{raw['recordings_per_s']:.1f} recordings/s, "
+        f"{raw['cpu_ms_per_recording']:.1f} CPU-ms per recording"
     )
     print(
         f"{'c':>3} {'n':>5} {'fail':>4} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'rec/s':>8} {'svc/raw':>8}"
-        f" {'srv p50':>8} {'srv p99':>8}"
+        f" {'srv p50':>8} {'srv p99':>8} {'srv cores':>9} {'cli cores':>9} {'srv CPU-ms/rec':>14}"
     )
     for row in results:
         row["service_over_raw"] = row["recordings_per_s"] / raw["recordings_per_s"]
@@ -192,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['concurrency']:>3} {row['requests']:>5} {row['failures']:>4} {row['p50_ms']:>9.1f} "
             f"{row['p95_ms']:>9.1f} {row['p99_ms']:>9.1f} {row['recordings_per_s']:>8.1f} "
             f"{row['service_over_raw']:>8.2f} {row['server_p50_ms']:>8.1f} {row['server_p99_ms']:>8.1f}"
+            f" {row['server_cores']:>9.2f} {row['client_cores']:>9.2f}"
+            f" {row['server_cpu_ms_per_recording']:>14.1f}"
         )
     at8 = next((row for row in results if row["concurrency"] == 8), None)
     if at8:
