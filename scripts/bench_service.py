@@ -145,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="onnxruntime intra-op threads (default: CPUs)."
     )
+    parser.add_argument(
+        "--server-threads",
+        type=int,
+        default=0,
+        help="The service's intra-op threads if not the raw run's (default: the same).",
+    )
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="How long to time raw onnxruntime.")
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     raw = raw_throughput(bundle, data, threads, args.max_batch_size, args.raw_seconds)
     env = {
-        "ACULA_INTRA_OP_THREADS": str(threads),
+        "ACULA_INTRA_OP_THREADS": str(args.server_threads or threads),
         "ACULA_MAX_BATCH_SIZE": str(args.max_batch_size),
         "ACULA_MAX_WAIT_MS": str(args.max_wait_ms),
         "ACULA_MAX_QUEUE": str(max(64, 2 * max(args.concurrency))),
@@ -188,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"bundle {manifest.name} {manifest.version}; {args.seconds:.0f} s recordings = "
-        f"{raw['windows_per_recording']} windows; {threads} intra-op threads; host CPUs {os.cpu_count()}"
+        f"{raw['windows_per_recording']} windows; {threads} intra-op threads (raw), "
+        f"{args.server_threads or threads} (service); host CPUs {os.cpu_count()}"
     )
     print(
         f"raw onnxruntime: {raw['windows_per_s']:.1f} windows/s = "
