@@ -132,8 +132,11 @@ class Runtime:
         self.metrics.stage_latency.labels(stage=stage).observe(seconds)
         return result, seconds * 1000.0
 
-    async def decode(self, data: bytes) -> tuple[DecodedAudio, float]:
-        return await self._in_pool("decode", self.pipeline.decode, data)
+    @staticmethod
+    def _decode_and_cut(pipeline: InferencePipeline, data: bytes) -> tuple[DecodedAudio, np.ndarray]:
+        """Decoding and windowing in one trip to the worker pool: the event loop only parses HTTP."""
+        audio = pipeline.decode(data)
+        return audio, pipeline.cut(audio)
 
     async def encode(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         """Windows through the batcher; returns embeddings, joints and queue/inference milliseconds."""
@@ -172,8 +175,7 @@ class Runtime:
         self, pipeline: InferencePipeline, data: bytes, selected: list[str], top_k: int, per_window: bool
     ) -> Prediction:
         started = time.perf_counter()
-        audio, decode_ms = await self.decode(data)
-        windows = pipeline.cut(audio)
+        (audio, windows), decode_ms = await self._in_pool("decode", self._decode_and_cut, pipeline, data)
         embeddings, joints, encode_ms = await self.encode(windows)
         prediction, _ = await self._in_pool(
             "probes", pipeline.summarise, audio, embeddings, joints, selected, top_k, per_window
