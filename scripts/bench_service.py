@@ -53,7 +53,7 @@ def raw_throughput(bundle: Path, data: bytes, threads: int, batch: int, seconds:
         bundle, provider="cpu", intra_op_threads=threads, max_batch_size=batch
     )
     pipeline.warm_up()
-    windows = pipeline.cut(pipeline.decode(data))
+    _, windows = pipeline.decode_and_cut(data)
     # Many recordings' windows back to back, cut into full batches, as the batcher would under load.
     stacked = np.concatenate([windows] * max(1, -(-batch // len(windows))) * 4)
     done_windows, started, cpu_started = 0, time.perf_counter(), time.process_time()
@@ -186,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     results = []
     with serve(bundle, workdir, env, ready_timeout=300) as server:
+        pid = server.process.pid
         for concurrency in args.concurrency:
             requests = args.requests or max(40, 8 * concurrency)
-            pid = server.process.pid
             asyncio.run(load(server.url, data, concurrency, min(8, requests), pid))  # warm-up round
             results.append(asyncio.run(load(server.url, data, concurrency, requests, pid)))
 

@@ -19,7 +19,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.audio import DecodedAudio
 from service.core.batcher import Batcher, BatchStats
 from service.core.errors import InferenceTimeout, InvalidQuery, NotReady, Overloaded
 from service.core.pipeline import InferencePipeline, Prediction
@@ -132,12 +131,6 @@ class Runtime:
         self.metrics.stage_latency.labels(stage=stage).observe(seconds)
         return result, seconds * 1000.0
 
-    @staticmethod
-    def _decode_and_cut(pipeline: InferencePipeline, data: bytes) -> tuple[DecodedAudio, np.ndarray]:
-        """Decoding and windowing in one trip to the worker pool: the event loop only parses HTTP."""
-        audio = pipeline.decode(data)
-        return audio, pipeline.cut(audio)
-
     async def encode(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         """Windows through the batcher; returns embeddings, joints and queue/inference milliseconds."""
         if self._batcher is None:
@@ -175,7 +168,7 @@ class Runtime:
         self, pipeline: InferencePipeline, data: bytes, selected: list[str], top_k: int, per_window: bool
     ) -> Prediction:
         started = time.perf_counter()
-        (audio, windows), decode_ms = await self._in_pool("decode", self._decode_and_cut, pipeline, data)
+        (audio, windows), decode_ms = await self._in_pool("decode", pipeline.decode_and_cut, data)
         embeddings, joints, encode_ms = await self.encode(windows)
         prediction, _ = await self._in_pool(
             "probes", pipeline.summarise, audio, embeddings, joints, selected, top_k, per_window

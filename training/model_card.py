@@ -71,7 +71,7 @@ def render_model_card(manifest: Manifest, notes: dict[str, Any]) -> str:
             f"`{manifest.text_side.file}` (int8-quantised teacher + text projection), "
             f"min cosine vs torch {cosine}"
         )
-    bench = notes.get("benchmark_markdown", "")
+    bench = _benchmark_section(notes.get("benchmark_markdown", ""))
     differences = notes.get("differences_from_default", "")
     parity = notes.get("parity_max_abs_diff")
     parity_text = f"{parity:.2e}" if isinstance(parity, float) else "n/a"
@@ -115,6 +115,23 @@ test set, which holds unseen recordings of training patients (its inter-patient 
 - Project commit: `{manifest.provenance.project_commit}`; created {manifest.provenance.created}. The full run
   configs are in `manifest.json` under `provenance.training_config`.
 {differences}"""
+
+
+def _benchmark_section(results_markdown: str) -> str:
+    """``acula bench``'s results.md under the card's own ``## Benchmark`` heading (its headings one level
+    down), with what each row is, so that a reader of the card alone can tell the baselines apart."""
+    if not results_markdown.strip():
+        return ""
+    lines = results_markdown.splitlines()
+    demoted = "\n".join("##" + line if line.startswith("#") else line for line in lines)
+    return (
+        "## Benchmark\n"
+        "Rows: `aligned` is this bundle; `ssl-only` the same encoder after self-supervised pre-training "
+        "only,\nbefore alignment; `opensmile` the openSMILE eGeMAPSv02 functionals (88 hand-crafted "
+        "features).\nProtocol, the OPERA-probe and random-weights rows, and how to read the numbers: "
+        "docs/RESULTS.md.\n\n"
+        f"{demoted}\n"
+    )
 
 
 def write_model_card(path: Path, manifest: Manifest, notes: dict[str, Any]) -> Path:

@@ -237,21 +237,6 @@ def _benchmark(config: PipelineConfig, root: Path, out: Path) -> None:
     _acula(*args, threads=config.threads)
 
 
-def _benchmark_section(results_markdown: str) -> str:
-    """The bench table under the card's own ``## Benchmark`` heading (its headings one level down), with
-    what each row is, so that a reader of the card alone can tell the baselines apart."""
-    lines = results_markdown.splitlines()
-    demoted = "\n".join("##" + line if line.startswith("#") else line for line in lines)
-    return (
-        "## Benchmark\n"
-        "Rows: `aligned` is this bundle; `ssl-only` the same encoder after self-supervised pre-training "
-        "only,\nbefore alignment; `opensmile` the openSMILE eGeMAPSv02 functionals (88 hand-crafted "
-        "features).\nProtocol, the OPERA-probe and random-weights rows, and how to read the numbers: "
-        "docs/RESULTS.md.\n\n"
-        f"{demoted}\n"
-    )
-
-
 def _update_card(config: PipelineConfig, out: Path) -> None:
     """Put the benchmark table into MODEL_CARD.md and re-hash the bundle."""
     from service.bundle import load_manifest, write_manifest
@@ -260,7 +245,7 @@ def _update_card(config: PipelineConfig, out: Path) -> None:
     manifest = load_manifest(out)
     notes = json.loads((out / "export_notes.json").read_text())
     table = config.work_dir / "bench" / "results.md"
-    bench = _benchmark_section(table.read_text()) if table.is_file() else ""
+    bench = table.read_text() if table.is_file() else ""
     write_model_card(
         out / "MODEL_CARD.md",
         manifest,

@@ -136,6 +136,12 @@ class InferencePipeline:
     def cut(self, audio: DecodedAudio) -> np.ndarray:
         return cut_windows(audio.samples, self.contract)
 
+    def decode_and_cut(self, source: bytes | str | Path) -> tuple[DecodedAudio, np.ndarray]:
+        """The recording and its windows, in one call: the service runs both in one trip to its worker pool,
+        so its event loop only parses HTTP."""
+        audio = self.decode(source)
+        return audio, self.cut(audio)
+
     def encode(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the encoder on all windows in chunks of ``max_batch_size`` (the service batches instead)."""
         embeddings, joints = [], []
@@ -243,6 +249,6 @@ class InferencePipeline:
 
     def embed(self, source: bytes | str | Path) -> Prediction:
         """Pooled and joint embeddings only (no probes): what ``acula embed`` and ``/embed`` return."""
-        audio = self.decode(source)
-        embeddings, joints = self.encode(self.cut(audio))
+        audio, windows = self.decode_and_cut(source)
+        embeddings, joints = self.encode(windows)
         return self.summarise(audio, embeddings, joints, tasks=[])
