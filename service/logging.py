@@ -36,6 +36,7 @@ ALLOWED_FIELDS = (
     "port",
     "bundle",
     "threads",
+    "inference_workers",
     "max_batch_size",
     "max_queue",
     "max_concurrency",

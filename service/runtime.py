@@ -67,10 +67,11 @@ class Runtime:
         )
         self._batcher = Batcher(
             self._timed_run(pipeline),
-            settings.max_batch_size,
+            pipeline.max_batch_size,
             settings.max_wait_ms,
             settings.max_queue,
             BatchStats(on_batch=self.metrics.on_batch, on_queue_depth=self.metrics.queue_depth.set),
+            workers=settings.inference_workers,
         )
         self._batcher.start()
         self.ready = True
@@ -81,7 +82,8 @@ class Runtime:
                 "model_version": manifest.version,
                 "provider": pipeline.backend.providers,
                 "threads": settings.intra_op_threads,
-                "max_batch_size": settings.max_batch_size,
+                "inference_workers": settings.inference_workers,
+                "max_batch_size": pipeline.max_batch_size,
                 "max_queue": settings.max_queue,
                 "max_concurrency": settings.admission_limit,
             },

@@ -43,7 +43,15 @@ class Settings(BaseSettings):
         "if it falls back to CPU.",
     )
     intra_op_threads: int = Field(
-        default_factory=lambda: min(4, available_cpus()), ge=1, description="onnxruntime intra-op threads."
+        default=1,
+        ge=1,
+        description="onnxruntime intra-op threads per running batch (see INFERENCE_WORKERS).",
+    )
+    inference_workers: int = Field(
+        default_factory=lambda: min(8, available_cpus()),
+        ge=1,
+        le=64,
+        description="Batches the encoder runs at once, each in its own thread with INTRA_OP_THREADS threads.",
     )
     inter_op_threads: int = Field(default=1, ge=1, description="onnxruntime inter-op threads.")
     faiss_threads: int = Field(default=1, ge=1, description="OpenMP threads FAISS may use for a search.")
@@ -61,7 +69,9 @@ class Settings(BaseSettings):
     )
 
     # --- batching and admission ---
-    max_batch_size: int = Field(default=16, ge=1, le=1024, description="Most windows in one encoder call.")
+    max_batch_size: int = Field(
+        default=0, ge=0, le=1024, description="Most windows in one encoder call; 0: 8 on CPU, 32 on CUDA."
+    )
     max_wait_ms: float = Field(
         default=2.0, ge=0, description="Longest a window waits for others to fill a batch."
     )

@@ -12,13 +12,16 @@ import hashlib
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, File, Request, UploadFile
+from fastapi import Depends, Request
 
 from service.api.errors import ApiError
+from service.api.upload import read_recording
 from service.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async, like every dependency here: FastAPI runs a sync dependency in a worker thread, a round trip that
+    # cost more event-loop time per request than decoding the upload (docs/PERFORMANCE.md).
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -36,7 +39,7 @@ def _presented_key(request: Request) -> str | None:
     return None
 
 
-def require_api_key(request: Request, runtime: RuntimeDep) -> None:
+async def require_api_key(request: Request, runtime: RuntimeDep) -> None:
     """Refuse with 401 when keys are configured and none of them matches."""
     if not runtime.api_keys:
         return
@@ -55,16 +58,4 @@ def require_api_key(request: Request, runtime: RuntimeDep) -> None:
 Authorised = Depends(require_api_key)
 
 
-async def read_upload(
-    file: Annotated[
-        UploadFile, File(description="The recording: WAV, FLAC, OGG or another supported format.")
-    ],
-) -> bytes:
-    """The uploaded recording's bytes; the body-size middleware has already bounded them while streaming."""
-    try:
-        return await file.read()
-    finally:
-        await file.close()
-
-
-UploadBytes = Annotated[bytes, Depends(read_upload)]
+UploadBytes = Annotated[bytes, Depends(read_recording)]

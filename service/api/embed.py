@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from service.api.deps import Authorised, RuntimeDep, UploadBytes
 from service.api.schemas import EmbedResponse, embed_response, problem_responses
+from service.api.upload import UPLOAD_OPENAPI
 
 router = APIRouter(tags=["inference"], dependencies=[Authorised])
 
@@ -14,6 +15,7 @@ router = APIRouter(tags=["inference"], dependencies=[Authorised])
     "/embed",
     response_model=EmbedResponse,
     responses=problem_responses(401, 413, 415, 422, 503, 504),
+    openapi_extra=UPLOAD_OPENAPI,
     summary="Embed a recording (probe space and joint space)",
 )
 async def embed(request: Request, runtime: RuntimeDep, data: UploadBytes) -> EmbedResponse:

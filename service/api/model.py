@@ -40,6 +40,7 @@ async def model_info(runtime: RuntimeDep) -> ModelInfoResponse:
         text_side=manifest.text_side is not None,
         execution_providers=pipeline.backend.providers,
         threads={
+            "inference_workers": settings.inference_workers,
             "intra_op": settings.intra_op_threads,
             "inter_op": settings.inter_op_threads,
             "faiss": settings.faiss_threads,
@@ -49,7 +50,7 @@ async def model_info(runtime: RuntimeDep) -> ModelInfoResponse:
             max_upload_bytes=settings.max_upload_bytes,
             max_audio_seconds=settings.max_audio_seconds,
             min_audio_seconds=manifest.audio.min_seconds,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=pipeline.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
             max_top_k=settings.max_top_k,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from service.api.deps import Authorised, RuntimeDep, UploadBytes
 from service.api.errors import ApiError
 from service.api.schemas import PredictResponse, predict_response, problem_responses
+from service.api.upload import UPLOAD_OPENAPI
 
 router = APIRouter(tags=["inference"], dependencies=[Authorised])
 
@@ -23,6 +24,7 @@ def split_tasks(values: list[str] | None) -> list[str]:
     response_model=PredictResponse,
     response_model_exclude_none=True,
     responses=problem_responses(401, 413, 415, 422, 503, 504),
+    openapi_extra=UPLOAD_OPENAPI,
     summary="Predict every (or the chosen) task for a recording",
 )
 async def predict(

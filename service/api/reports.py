@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from service.api.deps import Authorised, RuntimeDep
 from service.api.errors import ApiError
 from service.api.schemas import ModelRef, SimilarReportsResponse, problem_responses, report_result
+from service.api.upload import RAW_AUDIO_OPENAPI, is_raw_audio
 from service.core.errors import NoReportIndex
 
 router = APIRouter(tags=["reports"], dependencies=[Authorised])
@@ -22,6 +23,7 @@ router = APIRouter(tags=["reports"], dependencies=[Authorised])
     "/similar-reports",
     response_model=SimilarReportsResponse,
     responses=problem_responses(401, 413, 415, 422, 503, 504),
+    openapi_extra=RAW_AUDIO_OPENAPI,
     summary="Reports closest to a recording, or to a free-text query when the bundle has a text encoder",
 )
 async def similar_reports(
@@ -36,18 +38,22 @@ async def similar_reports(
         raise NoReportIndex("this bundle has no report index")
     if k > runtime.settings.max_top_k:
         raise ApiError("invalid_request", f"k is at most {runtime.settings.max_top_k}")
-    if (file is None) == (query is None):
+    data: bytes | None = None
+    if file is None and query is None and is_raw_audio(request.headers.get("content-type", "")):
+        data = await request.body()  # the recording sent as the body itself, as /predict accepts it
+    elif (file is None) == (query is None):
         raise ApiError("invalid_request", "send exactly one of 'file' (a recording) or 'query' (text)")
     kind: Literal["audio", "text"]
     if query is not None:
         hits, timings = await runtime.search_text(query, k)
         kind = "text"
     else:
-        assert file is not None
-        try:
-            data = await file.read()
-        finally:
-            await file.close()
+        if file is not None:
+            try:
+                data = await file.read()
+            finally:
+                await file.close()
+        assert data is not None
         prediction = await runtime.run(data, None, top_k=k)
         request.state.audio_seconds = round(prediction.audio.duration_s, 3)
         request.state.windows = prediction.window_count

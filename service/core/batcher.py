@@ -2,9 +2,15 @@
 
 Requests hand their windows to :meth:`Batcher.submit`. One asyncio task collects windows from the queue
 until ``max_batch_size`` windows are waiting or the oldest has waited ``max_wait_ms``, runs the encoder on
-that batch in a dedicated worker thread (the event loop never blocks on inference), and hands each request
-its rows. A long recording may be split over several batches; a batch may hold windows of many requests.
-While one batch runs, the next fills, so under load batches grow on their own.
+that batch in a worker thread (the event loop never blocks on inference), and hands each request its rows.
+A long recording may be split over several batches; a batch may hold windows of many requests. While one
+batch runs, the next fills, so under load batches grow on their own.
+
+Up to ``workers`` batches run at once, each in its own thread on the same encoder (an onnxruntime session
+may be run from several threads). On a small CPU host two batches of one intra-op thread each keep the cores
+busier than one batch of two threads: the engine no longer idles while the event loop hands it the next
+batch (docs/PERFORMANCE.md). Rows of a recording split over batches that finish out of order are put back
+in order.
 
 Admission is bounded: at most ``max_queue`` requests may be inside the batcher at once; the next one is
 refused at once with :class:`Overloaded` (HTTP 503 + Retry-After) rather than queueing without bound.
@@ -41,12 +47,29 @@ class _Job:
     future: asyncio.Future[tuple[np.ndarray, np.ndarray, float]]
     enqueued: float
     taken: int = 0  # windows already put into a batch
-    parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    computed: int = 0  # windows whose results are back
+    parts: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # by first window index
     first_batch_at: float | None = None
 
     @property
     def remaining(self) -> int:
         return len(self.windows) - self.taken
+
+    def add_part(self, first: int, embeddings: np.ndarray, joints: np.ndarray, started: float) -> None:
+        """Rows ``first..`` are computed; completes the future once every window's rows are back."""
+        self.parts[first] = (embeddings, joints)
+        self.computed += len(embeddings)
+        if self.computed < len(self.windows) or self.future.done():
+            return
+        ordered = [self.parts[key] for key in sorted(self.parts)]
+        queued = (self.first_batch_at or started) - self.enqueued
+        self.future.set_result(
+            (
+                np.concatenate([part[0] for part in ordered]),
+                np.concatenate([part[1] for part in ordered]),
+                queued,
+            )
+        )
 
 
 class Batcher:
@@ -59,6 +82,7 @@ class Batcher:
         max_wait_ms: float,
         max_queue: int,
         stats: BatchStats | None = None,
+        workers: int = 1,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -68,7 +92,10 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._pending: deque[_Job] = deque()
         self._admitted = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="acula-infer")
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acula-infer")
+        self._slots: asyncio.Semaphore | None = None  # created on the running loop by start()
+        self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -77,6 +104,7 @@ class Batcher:
         return self._admitted
 
     def start(self) -> None:
+        self._slots = asyncio.Semaphore(self.workers)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="acula-batcher")
 
     async def stop(self) -> None:
@@ -87,6 +115,8 @@ class Batcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def submit(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -121,12 +151,15 @@ class Batcher:
             if self._waiting_windows() >= self.max_batch_size or remaining <= 0:
                 break
             try:
-                self._pending.append(await asyncio.wait_for(self._queue.get(), timeout=remaining))
+                # asyncio.timeout, not wait_for: no extra task per wait (it showed in the loop's profile).
+                async with asyncio.timeout(remaining):
+                    self._pending.append(await self._queue.get())
             except TimeoutError:
                 break
 
-    def _take_batch(self) -> tuple[np.ndarray, list[tuple[_Job, int]]]:
-        """Windows for one batch, oldest job first, and which job owns how many rows of it."""
+    def _take_batch(self) -> tuple[np.ndarray, list[tuple[_Job, int, int]]]:
+        """Windows for one batch, oldest job first, and which job owns which rows of it: (job, first window
+        of the job in this batch, count)."""
         chunks, owners, size = [], [], 0
         for job in self._pending:
             if size >= self.max_batch_size:
@@ -135,44 +168,50 @@ class Batcher:
             if count <= 0:
                 continue
             chunks.append(job.windows[job.taken : job.taken + count])
-            owners.append((job, count))
+            owners.append((job, job.taken, count))
             job.taken += count
             size += count
         return np.concatenate(chunks) if len(chunks) > 1 else chunks[0], owners
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        assert self._slots is not None
         while True:
-            await self._collect()
+            await self._slots.acquire()  # a worker is free: fill its batch
+            try:
+                await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
             # Jobs whose callers went away (client disconnected, timeout) are dropped before computing.
             self._pending = deque(job for job in self._pending if not job.future.done())
             if not self._pending:
+                self._slots.release()
                 continue
             batch, owners = self._take_batch()
-            started = time.perf_counter()
-            for job, _ in owners:
-                if job.first_batch_at is None:
-                    job.first_batch_at = started
-            try:
-                embeddings, joints = await loop.run_in_executor(self._executor, self._run_batch, batch)
-            except Exception as exc:  # the encoder failed: every job in this batch gets the error
-                for job, _ in owners:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                self._pending = deque(job for job in self._pending if not job.future.done())
-                continue
-            self.stats.on_batch(len(batch))
-            row = 0
-            for job, count in owners:
-                job.parts.append((embeddings[row : row + count], joints[row : row + count]))
-                row += count
-                if job.remaining == 0 and not job.future.done():
-                    queued = (job.first_batch_at or started) - job.enqueued
-                    job.future.set_result(
-                        (
-                            np.concatenate([part[0] for part in job.parts]),
-                            np.concatenate([part[1] for part in job.parts]),
-                            queued,
-                        )
-                    )
-            self._pending = deque(job for job in self._pending if job.remaining > 0 and not job.future.done())
+            self._pending = deque(job for job in self._pending if job.remaining > 0)
+            task = asyncio.get_running_loop().create_task(self._run(batch, owners))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: np.ndarray, owners: list[tuple[_Job, int, int]]) -> None:
+        """One batch in a worker thread, then each owner's rows; frees the worker slot when done."""
+        assert self._slots is not None
+        started = time.perf_counter()
+        for job, _, _ in owners:
+            if job.first_batch_at is None:
+                job.first_batch_at = started
+        try:
+            loop = asyncio.get_running_loop()
+            embeddings, joints = await loop.run_in_executor(self._executor, self._run_batch, batch)
+        except Exception as exc:  # the encoder failed: every job in this batch gets the error
+            for job, _, _ in owners:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        finally:
+            self._slots.release()
+        self.stats.on_batch(len(batch))
+        row = 0
+        for job, first, count in owners:
+            job.add_part(first, embeddings[row : row + count], joints[row : row + count], started)
+            row += count

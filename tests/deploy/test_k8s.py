@@ -118,7 +118,8 @@ def test_settings_are_real_and_consistent(resources):
     # Kubernetes must not kill a pod that is still draining.
     assert pod["terminationGracePeriodSeconds"] > settings.drain_delay_s + settings.graceful_shutdown_s
     # onnxruntime threads match the CPU limit rather than the node's cores.
-    assert settings.intra_op_threads == int(container(resources)["resources"]["limits"]["cpu"])
+    cpu_limit = int(container(resources)["resources"]["limits"]["cpu"])
+    assert settings.inference_workers * settings.intra_op_threads == cpu_limit
     port = container(resources)["ports"][0]["containerPort"]
     assert port == settings.port == resources["Service"]["spec"]["ports"][0]["port"]
 

@@ -110,6 +110,8 @@ def test_model_info(client: httpx.Client) -> None:
     assert body["limits"]["max_audio_seconds"] == 30 and body["limits"]["max_upload_bytes"] == 2000000
     assert [p["task"] for p in body["probes"]] == ["sound", "disease", "age"]
     assert body["report_index"]["count"] == 40 and body["text_side"] is False
+    # The batch size really in use: none configured, so the CPU default.
+    assert body["limits"]["max_batch_size"] == 8 and body["threads"]["inference_workers"] >= 1
 
 
 def test_metrics_exposition(client: httpx.Client) -> None:
@@ -148,6 +150,11 @@ def test_openapi_documents_endpoints_with_examples(client: httpx.Client) -> None
     for path in ("/predict", "/similar-reports", "/embed", "/healthz", "/readyz", "/metrics", "/v1/model"):
         assert path in spec["paths"], path
     assert "application/problem+json" in spec["paths"]["/predict"]["post"]["responses"]["415"]["content"]
+    for path in ("/predict", "/embed"):  # the recording: a multipart field or the raw body
+        body = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert body["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+        assert {"audio/*", "application/octet-stream"} <= set(body)
+    assert "audio/*" in spec["paths"]["/similar-reports"]["post"]["requestBody"]["content"]
     assert spec["components"]["schemas"]["ClassificationResult"]["properties"]["label"]["examples"]
 
 
@@ -213,10 +220,11 @@ def test_upload_over_the_byte_limit_is_413_while_streaming(client: httpx.Client)
 def test_request_shape_errors(client: httpx.Client) -> None:
     _problem(client.post("/predict", json={"file": "x"}), 415, "unsupported_media_type")
     _problem(
-        client.post("/predict", content=wav_bytes(1.0), headers={"content-type": "audio/wav"}),
+        client.post("/predict", content=wav_bytes(1.0), headers={"content-type": "text/plain"}),
         415,
         "unsupported_media_type",
     )
+    _problem(client.post("/predict", content=wav_bytes(1.0)), 415, "unsupported_media_type")  # no type
     _problem(client.post("/predict", files={"other": ("a.wav", wav_bytes(1.0))}), 422, "invalid_request")
     _problem(
         client.post("/predict", params={"tasks": "nope"}, files=_upload(wav_bytes(1.0))), 422, "unknown_task"
@@ -241,6 +249,57 @@ def test_request_shape_errors(client: httpx.Client) -> None:
         422,
         "invalid_request",
     )
+
+
+def _multipart(*parts: bytes, boundary: str = "b0und", close: bool = True) -> tuple[bytes, dict[str, str]]:
+    body = b"".join(b"--" + boundary.encode() + b"\r\n" + part + b"\r\n" for part in parts)
+    body += (b"--" + boundary.encode() + b"--\r\n") if close else b""
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _part(name: str | None, data: bytes) -> bytes:
+    disposition = f'form-data; name="{name}"; filename="a.wav"' if name else "form-data"
+    return f"Content-Disposition: {disposition}\r\nContent-Type: audio/wav\r\n\r\n".encode() + data
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (_multipart(_part("file", wav_bytes(1.0)), close=False), "closing boundary"),
+        (_multipart(_part(None, wav_bytes(1.0))), "no name"),
+        (_multipart(*[_part(f"f{i}", b"x") for i in range(17)], _part("file", wav_bytes(1.0))), "parts"),
+        ((wav_bytes(1.0), {"content-type": "multipart/form-data"}), "boundary"),
+    ],
+    ids=["unclosed", "part-without-name", "too-many-parts", "no-boundary"],
+)
+def test_malformed_multipart_is_422_saying_what_is_wrong(
+    client: httpx.Client, body: tuple[bytes, dict[str, str]], detail: str
+) -> None:
+    content, headers = body
+    problem = _problem(client.post("/predict", content=content, headers=headers), 422, "invalid_request")
+    assert detail in str(problem["detail"])
+
+
+def test_recording_as_the_raw_body_equals_the_multipart_upload(client: httpx.Client) -> None:
+    """``curl --data-binary`` with an audio type: same answer as the multipart field, on every upload route,
+    and the file part is found among other fields in any order."""
+    data = _flac(3.0)
+    multipart = client.post("/predict", files=_upload(data, "x.flac")).json()
+    for content_type in ("audio/flac", "application/octet-stream", "audio/x-anything; foo=bar"):
+        raw = client.post("/predict", content=data, headers={"content-type": content_type})
+        assert raw.status_code == 200, raw.text
+        assert raw.json()["tasks"] == multipart["tasks"]
+    content, headers = _multipart(_part("note", b"first"), _part("file", data), _part("file", b"ignored"))
+    assert client.post("/predict", content=content, headers=headers).json()["tasks"] == multipart["tasks"]
+    embedded = client.post("/embed", files=_upload(data)).json()
+    raw_embed = client.post("/embed", content=data, headers={"content-type": "audio/flac"}).json()
+    assert raw_embed["embedding"] == embedded["embedding"]
+    similar = client.post("/similar-reports", files=_upload(data), params={"k": 3}).json()
+    raw_similar = client.post(
+        "/similar-reports", content=data, headers={"content-type": "audio/flac"}, params={"k": 3}
+    )
+    assert raw_similar.status_code == 200, raw_similar.text
+    assert raw_similar.json()["reports"] == similar["reports"]
 
 
 def test_no_request_above_produced_a_500(client: httpx.Client) -> None:

@@ -158,3 +158,54 @@ def test_stop_waits_for_admitted_requests() -> None:
         assert pending.done() and pending.result()[0].shape == (1, 1)
 
     asyncio.run(main())
+
+
+def test_workers_run_batches_at_once_and_rows_come_back_in_order() -> None:
+    """With two workers, a recording split over batches that finish out of order still gets its rows in
+    order, and two batches really are computed at the same time."""
+    running, overlap = [0], [0]
+    lock = threading.Lock()
+
+    def encoder(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with lock:
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+        # The first batch (window values from 0) is the slowest: later batches overtake it.
+        time.sleep(0.15 if windows[0, 0] == 0 else 0.02)
+        with lock:
+            running[0] -= 1
+        return windows.sum(axis=1, keepdims=True), windows.max(axis=1, keepdims=True)
+
+    async def main() -> None:
+        batcher = Batcher(encoder, 4, 1.0, 8, workers=2)
+        batcher.start()
+        windows = _windows(10, 0.0)
+        sums, maxima, _ = await batcher.submit(windows)
+        await batcher.stop()
+        np.testing.assert_array_equal(sums[:, 0], windows.sum(axis=1))
+        np.testing.assert_array_equal(maxima[:, 0], windows.max(axis=1))
+
+    asyncio.run(main())
+    assert overlap[0] == 2
+
+
+def test_one_worker_never_overlaps_batches() -> None:
+    encoder = Encoder(delay=0.02)
+    running, overlap = [0], [0]
+
+    def counting(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        running[0] += 1
+        overlap[0] = max(overlap[0], running[0])
+        try:
+            return encoder(windows)
+        finally:
+            running[0] -= 1
+
+    async def main() -> None:
+        batcher = Batcher(counting, 2, 1.0, 16, workers=1)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(_windows(3, 10.0 * i)) for i in range(4)))
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert overlap[0] == 1 and sum(encoder.batches) == 12

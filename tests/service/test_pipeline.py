@@ -11,7 +11,12 @@ import pytest
 
 from service.bundle import BundleError, Manifest, read_manifest, write_manifest
 from service.core.errors import NoTextSide, UnknownTask
-from service.core.pipeline import InferencePipeline
+from service.core.pipeline import (
+    CPU_BATCH_SIZE,
+    CUDA_BATCH_SIZE,
+    InferencePipeline,
+    default_batch_size,
+)
 from service.core.windowing import window_starts
 from tests.bundles import CLASS_LABELS, JOINT_DIM, TinyBundleOptions, build_tiny_bundle, wav_bytes
 
@@ -169,3 +174,26 @@ def test_free_text_search_with_a_text_side(tmp_path: Path) -> None:
     assert [h.id for h in pipeline.search_text("normal", 5)] != [h.id for h in hits]
     vector = pipeline.text_encoder.embed("crackles")
     assert vector.shape == (JOINT_DIM,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_probes_fold_standardisation_without_changing_scores(pipeline: InferencePipeline) -> None:
+    """The folded weights give the scores of the probe as exported: standardise, then the linear map."""
+    rng = np.random.default_rng(3)
+    for probe in pipeline.probes.values():
+        embeddings = rng.normal(size=(5, probe.weight.shape[1])) * 3.0
+        z = ((embeddings - probe.mean) / probe.scale) @ probe.weight.T + probe.bias
+        if probe.spec.kind == "regression":
+            expected = z * probe.target_scale + probe.target_mean
+        elif probe.spec.kind == "multilabel" or z.shape[1] == 1:
+            p = 1.0 / (1.0 + np.exp(-z))
+            expected = p if probe.spec.kind == "multilabel" else np.hstack([1.0 - p, p])
+        else:
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            expected = e / e.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(probe.scores(embeddings), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_size_defaults_to_the_provider_in_use(tiny_bundle: Path) -> None:
+    assert default_batch_size(["CUDAExecutionProvider", "CPUExecutionProvider"]) == CUDA_BATCH_SIZE
+    assert default_batch_size(["CPUExecutionProvider"]) == CPU_BATCH_SIZE
+    assert InferencePipeline.from_bundle(tiny_bundle, provider="cpu").max_batch_size == CPU_BATCH_SIZE

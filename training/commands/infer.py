@@ -33,6 +33,7 @@ def _pipeline(bundle: Path, provider: str, threads: int, max_batch_size: int | N
         return InferencePipeline.from_bundle(
             bundle,
             provider=provider,  # type: ignore[arg-type]
+            # The service's threads per batch: onnxruntime's sums, hence the last digits, depend on them.
             intra_op_threads=threads or defaults.intra_op_threads,
             inter_op_threads=defaults.inter_op_threads,
             max_batch_size=max_batch_size or defaults.max_batch_size,
