@@ -9,8 +9,9 @@ batch runs, the next fills, so under load batches grow on their own.
 Up to ``workers`` batches run at once, each in its own thread on the same encoder (an onnxruntime session
 may be run from several threads). On a small CPU host two batches of one intra-op thread each keep the cores
 busier than one batch of two threads: the engine no longer idles while the event loop hands it the next
-batch (docs/PERFORMANCE.md). Rows of a recording split over batches that finish out of order are put back
-in order.
+batch (docs/PERFORMANCE.md). When workers are idle, the waiting windows are shared among them, so a lone
+recording still runs on every worker at once; under load each batch fills up to ``max_batch_size``. Rows of a
+recording split over batches that finish out of order are put back in order.
 
 Admission is bounded: at most ``max_queue`` requests may be inside the batcher at once; the next one is
 refused at once with :class:`Overloaded` (HTTP 503 + Retry-After) rather than queueing without bound.
@@ -96,6 +97,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acula-infer")
         self._slots: asyncio.Semaphore | None = None  # created on the running loop by start()
         self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # workers computing a batch (a task leaves _running a little after its worker is free)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -157,14 +159,19 @@ class Batcher:
             except TimeoutError:
                 break
 
-    def _take_batch(self) -> tuple[np.ndarray, list[tuple[_Job, int, int]]]:
-        """Windows for one batch, oldest job first, and which job owns which rows of it: (job, first window
-        of the job in this batch, count)."""
+    def _batch_limit(self) -> int:
+        """``max_batch_size``, or less when other workers are idle: their share of the waiting windows."""
+        free_workers = max(1, self.workers - self._busy)  # this one included
+        return max(1, min(self.max_batch_size, -(-self._waiting_windows() // free_workers)))
+
+    def _take_batch(self, limit: int) -> tuple[np.ndarray, list[tuple[_Job, int, int]]]:
+        """At most ``limit`` windows for one batch, oldest job first, and which job owns which rows of it:
+        (job, first window of the job in this batch, count)."""
         chunks, owners, size = [], [], 0
         for job in self._pending:
-            if size >= self.max_batch_size:
+            if size >= limit:
                 break
-            count = min(job.remaining, self.max_batch_size - size)
+            count = min(job.remaining, limit - size)
             if count <= 0:
                 continue
             chunks.append(job.windows[job.taken : job.taken + count])
@@ -187,7 +194,8 @@ class Batcher:
             if not self._pending:
                 self._slots.release()
                 continue
-            batch, owners = self._take_batch()
+            batch, owners = self._take_batch(self._batch_limit())
+            self._busy += 1
             self._pending = deque(job for job in self._pending if job.remaining > 0)
             task = asyncio.get_running_loop().create_task(self._run(batch, owners))
             self._running.add(task)
@@ -209,6 +217,7 @@ class Batcher:
                     job.future.set_exception(exc)
             return
         finally:
+            self._busy -= 1
             self._slots.release()
         self.stats.on_batch(len(batch))
         row = 0

@@ -209,3 +209,35 @@ def test_one_worker_never_overlaps_batches() -> None:
 
     asyncio.run(main())
     assert overlap[0] == 1 and sum(encoder.batches) == 12
+
+
+def test_a_lone_recording_is_shared_among_idle_workers() -> None:
+    """At low load the windows of one recording go to every idle worker at once (lower latency); under load
+    batches fill up to max_batch_size."""
+    encoder = Encoder(delay=0.05)
+    running, overlap = [0], [0]
+    lock = threading.Lock()
+
+    def counting(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with lock:
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+        try:
+            return encoder(windows)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    async def main() -> None:
+        batcher = Batcher(counting, 8, 1.0, 16, workers=2)
+        batcher.start()
+        windows = _windows(6, 0.0)
+        sums, _, _ = await batcher.submit(windows)
+        np.testing.assert_array_equal(sums[:, 0], windows.sum(axis=1))
+        assert encoder.batches == [3, 3] and overlap[0] == 2  # split in two, computed side by side
+        encoder.batches.clear()
+        await asyncio.gather(*(batcher.submit(_windows(4, 10.0 * i)) for i in range(8)))
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert max(encoder.batches) == 8 and sum(encoder.batches) == 32  # under load: full batches
