@@ -1,17 +1,21 @@
 """Benchmark the inference service against raw onnxruntime, on the same windows (not a test).
 
-Starts ``acula serve`` on a loopback port, sends 10-second recordings over real HTTP at concurrency 1, 8 and
-32, and reports latency p50/p95/p99 and throughput. In the same run it measures the raw onnxruntime
-throughput of the bundle's encoder on the windows of the same recording, in batches of ``max_batch_size``
-with the same thread settings, and prints service/raw throughput at each concurrency and p99/p50 at c=8.
+Starts ``acula serve`` on a loopback port with its default settings, sends 10-second recordings as multipart
+uploads over real HTTP at concurrency 1, 8 and 32, and reports latency p50/p95/p99, throughput and the CPU the
+server and the client used. In the same run it measures raw onnxruntime on the windows of the same
+recording, in rounds before, between and after the service phases (each phase is compared with the rounds
+around it: a shared host's speed drifts), over several configurations: the service's own, one batch with
+every thread, one single-threaded batch per CPU, each in full batches and in batches of one recording. The
+ratio's denominator is the best of them. Prints service/raw at each concurrency and p99/p50 at c=8.
 
+    .venv/bin/python scripts/bench_service.py --bundle models/acula-default
     .venv/bin/python scripts/bench_service.py --tiny                 # the tests' tiny bundle
     .venv/bin/python scripts/bench_service.py --tiny --heavy         # the same graph, ~30 ms per window
-    .venv/bin/python scripts/bench_service.py --bundle models/acula-default
 
-The load generator runs on the same machine as the server: on a small host it takes CPU from the server,
-so the ratio is a lower bound. ``srv p50/p99`` are the service's own decode-to-result times
-(``timings_ms.total``), which exclude reading the upload and the client's side.
+The load generator runs on the same machine as the server, so it is a minimal keep-alive client that costs
+a few percent of a core; the ratio is still a lower bound for a server with the client elsewhere.
+``srv p50/p99`` are the service's own decode-to-result times (``timings_ms.total``), which exclude reading
+the upload and the client's side. docs/PERFORMANCE.md has the figures and what they mean.
 """
 
 from __future__ import annotations
