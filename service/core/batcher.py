@@ -74,7 +74,7 @@ class _Job:
 
 
 class Batcher:
-    """Owns the inference thread; start with :meth:`start`, stop with :meth:`stop` (drains first)."""
+    """Owns the inference threads; start with :meth:`start`, stop with :meth:`stop` (drains first)."""
 
     def __init__(
         self,
