@@ -31,9 +31,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from service.core.pipeline import InferencePipeline
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -68,18 +72,16 @@ class RawEncoder:
     """The bundle's encoder alone, timed on one recording's windows in full batches (decode excluded)."""
 
     def __init__(self, bundle: Path, data: bytes) -> None:
-        from service.core.pipeline import InferencePipeline
-
         self.bundle = bundle
-        _, self.windows = InferencePipeline.from_bundle(bundle, provider="cpu").decode_and_cut(data)
-        self._pipelines: dict[int, object] = {}
+        self._pipelines: dict[int, InferencePipeline] = {}  # one per intra-op thread count
+        _, self.windows = self._pipeline(1).decode_and_cut(data)
 
     def full_batch(self, size: int) -> np.ndarray:
         """Many recordings' windows back to back, cut to ``size``, as the batcher would under load."""
         stacked = np.concatenate([self.windows] * max(1, -(-size // len(self.windows))))
         return np.ascontiguousarray(stacked[:size])
 
-    def _pipeline(self, threads: int):  # noqa: ANN202 (an InferencePipeline; imported lazily)
+    def _pipeline(self, threads: int) -> InferencePipeline:
         from service.core.pipeline import InferencePipeline
 
         if threads not in self._pipelines:

@@ -38,22 +38,21 @@ async def similar_reports(
         raise NoReportIndex("this bundle has no report index")
     if k > runtime.settings.max_top_k:
         raise ApiError("invalid_request", f"k is at most {runtime.settings.max_top_k}")
-    data: bytes | None = None
-    if file is None and query is None and is_raw_audio(request.headers.get("content-type", "")):
-        data = await request.body()  # the recording sent as the body itself, as /predict accepts it
-    elif (file is None) == (query is None):
+    raw_body = is_raw_audio(request.headers.get("content-type", ""))  # the recording as the body itself
+    if (file is not None and query is not None) or (file is None and query is None and not raw_body):
         raise ApiError("invalid_request", "send exactly one of 'file' (a recording) or 'query' (text)")
     kind: Literal["audio", "text"]
     if query is not None:
         hits, timings = await runtime.search_text(query, k)
         kind = "text"
     else:
-        if file is not None:
+        if file is None:
+            data = await request.body()
+        else:
             try:
                 data = await file.read()
             finally:
                 await file.close()
-        assert data is not None
         prediction = await runtime.run(data, None, top_k=k)
         request.state.audio_seconds = round(prediction.audio.duration_s, 3)
         request.state.windows = prediction.window_count

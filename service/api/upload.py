@@ -71,34 +71,34 @@ class _FilePart:
 
     def callbacks(self) -> dict[str, Any]:
         return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value_data,
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-            "on_end": self._end,
+            "on_part_begin": self._on_part_begin,
+            "on_header_field": self._on_header_field,
+            "on_header_value": self._on_header_value,
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": self._on_headers_finished,
+            "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end,
+            "on_end": self._on_end,
         }
 
-    def _part_begin(self) -> None:
+    def _on_part_begin(self) -> None:
         self.parts += 1
         if self.parts > MAX_PARTS:
             raise ApiError("invalid_request", f"the multipart body has more than {MAX_PARTS} parts")
         self._disposition = b""
 
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
 
-    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
 
-    def _header_end(self) -> None:
+    def _on_header_end(self) -> None:
         if self._header_name.lower() == b"content-disposition":
             self._disposition = self._header_value
         self._header_name = self._header_value = b""
 
-    def _headers_finished(self) -> None:
+    def _on_headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
         name = options.get(b"name")
         if name is None:
@@ -106,14 +106,14 @@ class _FilePart:
         self._collecting = name == FILE_FIELD.encode() and not self.found
         self.found = self.found or self._collecting
 
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._collecting:
             self.data += data[start:end]
 
-    def _part_end(self) -> None:
+    def _on_part_end(self) -> None:
         self._collecting = False
 
-    def _end(self) -> None:
+    def _on_end(self) -> None:
         self.complete = True
 
 

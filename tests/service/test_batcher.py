@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -14,19 +15,31 @@ from service.core.errors import NotReady, Overloaded
 
 
 class Encoder:
-    """A real computation per row (sum and max), recording batch sizes and the thread it ran on."""
+    """A real computation per row (sum and max), recording batch sizes, the thread each ran on and the most
+    batches computed at the same time. ``delay``: seconds per call, or a function of the batch."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float | Callable[[np.ndarray], float] = 0.0) -> None:
         self.delay = delay
         self.batches: list[int] = []
         self.threads: set[str] = set()
+        self.most_at_once = 0
+        self._running = 0
+        self._lock = threading.Lock()
 
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.batches.append(len(windows))
-        self.threads.add(threading.current_thread().name)
-        if self.delay:
-            time.sleep(self.delay)
-        return windows.sum(axis=1, keepdims=True), windows.max(axis=1, keepdims=True)
+        with self._lock:
+            self.batches.append(len(windows))
+            self.threads.add(threading.current_thread().name)
+            self._running += 1
+            self.most_at_once = max(self.most_at_once, self._running)
+        try:
+            delay = self.delay(windows) if callable(self.delay) else self.delay
+            if delay:
+                time.sleep(delay)
+            return windows.sum(axis=1, keepdims=True), windows.max(axis=1, keepdims=True)
+        finally:
+            with self._lock:
+                self._running -= 1
 
 
 def _windows(n: int, offset: float) -> np.ndarray:
@@ -163,18 +176,8 @@ def test_stop_waits_for_admitted_requests() -> None:
 def test_workers_run_batches_at_once_and_rows_come_back_in_order() -> None:
     """With two workers, a recording split over batches that finish out of order still gets its rows in
     order, and two batches really are computed at the same time."""
-    running, overlap = [0], [0]
-    lock = threading.Lock()
-
-    def encoder(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with lock:
-            running[0] += 1
-            overlap[0] = max(overlap[0], running[0])
-        # The first batch (window values from 0) is the slowest: later batches overtake it.
-        time.sleep(0.15 if windows[0, 0] == 0 else 0.02)
-        with lock:
-            running[0] -= 1
-        return windows.sum(axis=1, keepdims=True), windows.max(axis=1, keepdims=True)
+    # The first batch (window values from 0) is the slowest: later batches overtake it.
+    encoder = Encoder(delay=lambda windows: 0.15 if windows[0, 0] == 0 else 0.02)
 
     async def main() -> None:
         batcher = Batcher(encoder, 4, 1.0, 8, workers=2)
@@ -186,55 +189,34 @@ def test_workers_run_batches_at_once_and_rows_come_back_in_order() -> None:
         np.testing.assert_array_equal(maxima[:, 0], windows.max(axis=1))
 
     asyncio.run(main())
-    assert overlap[0] == 2
+    assert encoder.most_at_once == 2
 
 
 def test_one_worker_never_overlaps_batches() -> None:
     encoder = Encoder(delay=0.02)
-    running, overlap = [0], [0]
-
-    def counting(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        running[0] += 1
-        overlap[0] = max(overlap[0], running[0])
-        try:
-            return encoder(windows)
-        finally:
-            running[0] -= 1
 
     async def main() -> None:
-        batcher = Batcher(counting, 2, 1.0, 16, workers=1)
+        batcher = Batcher(encoder, 2, 1.0, 16, workers=1)
         batcher.start()
         await asyncio.gather(*(batcher.submit(_windows(3, 10.0 * i)) for i in range(4)))
         await batcher.stop()
 
     asyncio.run(main())
-    assert overlap[0] == 1 and sum(encoder.batches) == 12
+    assert encoder.most_at_once == 1 and sum(encoder.batches) == 12
 
 
 def test_a_lone_recording_is_shared_among_idle_workers() -> None:
     """At low load the windows of one recording go to every idle worker at once (lower latency); under load
     batches fill up to max_batch_size."""
     encoder = Encoder(delay=0.05)
-    running, overlap = [0], [0]
-    lock = threading.Lock()
-
-    def counting(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with lock:
-            running[0] += 1
-            overlap[0] = max(overlap[0], running[0])
-        try:
-            return encoder(windows)
-        finally:
-            with lock:
-                running[0] -= 1
 
     async def main() -> None:
-        batcher = Batcher(counting, 8, 1.0, 16, workers=2)
+        batcher = Batcher(encoder, 8, 1.0, 16, workers=2)
         batcher.start()
         windows = _windows(6, 0.0)
         sums, _, _ = await batcher.submit(windows)
         np.testing.assert_array_equal(sums[:, 0], windows.sum(axis=1))
-        assert encoder.batches == [3, 3] and overlap[0] == 2  # split in two, computed side by side
+        assert encoder.batches == [3, 3] and encoder.most_at_once == 2  # split in two, side by side
         encoder.batches.clear()
         await asyncio.gather(*(batcher.submit(_windows(4, 10.0 * i)) for i in range(8)))
         await batcher.stop()
