@@ -8,10 +8,12 @@ batch runs, the next fills, so under load batches grow on their own.
 
 Up to ``workers`` batches run at once, each in its own thread on the same encoder (an onnxruntime session
 may be run from several threads). On a small CPU host two batches of one intra-op thread each keep the cores
-busier than one batch of two threads: the engine no longer idles while the event loop hands it the next
-batch (docs/PERFORMANCE.md). When workers are idle, the waiting windows are shared among them, so a lone
-recording still runs on every worker at once; under load each batch fills up to ``max_batch_size``. Rows of a
-recording split over batches that finish out of order are put back in order.
+busier than one batch of two threads (docs/PERFORMANCE.md). Each worker also has its next batch formed while
+it computes the current one (``BATCHES_PER_WORKER``): a worker that finishes takes the next batch from its
+executor's queue at once instead of idling until the event loop, busy parsing uploads, gets round to
+forming it. When workers are idle, the waiting windows are shared among them, so a lone recording still runs
+on every worker at once; under load each batch fills up to ``max_batch_size``. Rows of a recording split over
+batches that finish out of order are put back in order.
 
 Admission is bounded: at most ``max_queue`` requests may be inside the batcher at once; the next one is
 refused at once with :class:`Overloaded` (HTTP 503 + Retry-After) rather than queueing without bound.
@@ -32,6 +34,9 @@ import numpy as np
 from service.core.errors import NotReady, Overloaded
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# Batches formed per worker: the one it computes and the next, ready for the moment it is free. On 2 cores at
+# concurrency 32 the server used 1.73-1.82 cores with one, 1.87-1.91 with two (docs/PERFORMANCE.md).
+BATCHES_PER_WORKER = 2
 
 
 @dataclass
@@ -97,7 +102,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acula-infer")
         self._slots: asyncio.Semaphore | None = None  # created on the running loop by start()
         self._running: set[asyncio.Task[None]] = set()
-        self._busy = 0  # workers computing a batch (a task leaves _running a little after its worker is free)
+        self._busy = 0  # batches formed and not finished (a task leaves _running a little after that)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -105,8 +110,13 @@ class Batcher:
         """Requests currently inside the batcher (queued or being computed)."""
         return self._admitted
 
+    @property
+    def in_flight(self) -> int:
+        """Batches formed and not finished: computing, or waiting for their worker to be free."""
+        return self._busy
+
     def start(self) -> None:
-        self._slots = asyncio.Semaphore(self.workers)
+        self._slots = asyncio.Semaphore(self.workers * BATCHES_PER_WORKER)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="acula-batcher")
 
     async def stop(self) -> None:
@@ -161,7 +171,7 @@ class Batcher:
 
     def _batch_limit(self) -> int:
         """``max_batch_size``, or less when other workers are idle: their share of the waiting windows."""
-        free_workers = max(1, self.workers - self._busy)  # this one included
+        free_workers = max(1, self.workers - self._busy)  # this batch's worker included
         return max(1, min(self.max_batch_size, -(-self._waiting_windows() // free_workers)))
 
     def _take_batch(self, limit: int) -> tuple[np.ndarray, list[tuple[_Job, int, int]]]:
@@ -183,7 +193,7 @@ class Batcher:
     async def _loop(self) -> None:
         assert self._slots is not None
         while True:
-            await self._slots.acquire()  # a worker is free: fill its batch
+            await self._slots.acquire()  # a worker is free or about to be: fill its (next) batch
             try:
                 await self._collect()
             except BaseException:
@@ -202,15 +212,12 @@ class Batcher:
             task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: np.ndarray, owners: list[tuple[_Job, int, int]]) -> None:
-        """One batch in a worker thread, then each owner's rows; frees the worker slot when done."""
+        """One batch in a worker thread (first waiting for one to be free, if it was formed ahead), then each
+        owner's rows; frees its slot when done."""
         assert self._slots is not None
-        started = time.perf_counter()
-        for job, _, _ in owners:
-            if job.first_batch_at is None:
-                job.first_batch_at = started
         try:
             loop = asyncio.get_running_loop()
-            embeddings, joints = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            started, embeddings, joints = await loop.run_in_executor(self._executor, self._compute, batch)
         except Exception as exc:  # the encoder failed: every job in this batch gets the error
             for job, _, _ in owners:
                 if not job.future.done():
@@ -222,5 +229,14 @@ class Batcher:
         self.stats.on_batch(len(batch))
         row = 0
         for job, first, count in owners:
+            if job.first_batch_at is None or started < job.first_batch_at:
+                job.first_batch_at = started  # a job's queue time ends when its first batch starts computing
             job.add_part(first, embeddings[row : row + count], joints[row : row + count], started)
             row += count
+
+    def _compute(self, batch: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """In the worker thread: when the batch really started (it may have waited for the worker), and its
+        rows."""
+        started = time.perf_counter()
+        embeddings, joints = self._run_batch(batch)
+        return started, embeddings, joints

@@ -223,3 +223,27 @@ def test_a_lone_recording_is_shared_among_idle_workers() -> None:
 
     asyncio.run(main())
     assert max(encoder.batches) == 8 and sum(encoder.batches) == 32  # under load: full batches
+
+
+def test_next_batch_is_formed_while_the_worker_computes() -> None:
+    """A worker finds its next batch ready when it finishes (it does not idle until the event loop forms
+    one); at most one batch waits per worker, and a batch's wait for its worker counts as queue time."""
+    gate = threading.Event()
+    encoder = Encoder(delay=lambda windows: 0.0 if gate.wait(5) else 0.0)
+
+    async def main() -> None:
+        batcher = Batcher(encoder, 2, 1.0, 8, workers=1)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(_windows(2, 0.0)))
+        await asyncio.sleep(0.05)  # the first batch is computing (held by the gate)
+        later = [asyncio.ensure_future(batcher.submit(_windows(2, 10.0 * i))) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        assert batcher.in_flight == 2  # the running batch and the next; the third waits for a slot
+        gate.set()
+        results = await asyncio.gather(first, *later)
+        await batcher.stop()
+        assert results[1][2] >= 0.04  # waited for the worker behind the gated batch: queue time
+        assert batcher.in_flight == 0
+
+    asyncio.run(main())
+    assert encoder.batches == [2, 2, 2] and encoder.most_at_once == 1
