@@ -62,13 +62,15 @@ class _Job:
         return len(self.windows) - self.taken
 
     def add_part(self, first: int, embeddings: np.ndarray, joints: np.ndarray, started: float) -> None:
-        """Rows ``first..`` are computed; completes the future once every window's rows are back."""
+        """Rows ``first..`` are computed by a batch that started computing at ``started``; completes the
+        future once every window's rows are back. Queue time ends when the job's first batch started."""
+        self.first_batch_at = started if self.first_batch_at is None else min(self.first_batch_at, started)
         self.parts[first] = (embeddings, joints)
         self.computed += len(embeddings)
         if self.computed < len(self.windows) or self.future.done():
             return
         ordered = [self.parts[key] for key in sorted(self.parts)]
-        queued = (self.first_batch_at or started) - self.enqueued
+        queued = self.first_batch_at - self.enqueued
         self.future.set_result(
             (
                 np.concatenate([part[0] for part in ordered]),
@@ -229,8 +231,6 @@ class Batcher:
         self.stats.on_batch(len(batch))
         row = 0
         for job, first, count in owners:
-            if job.first_batch_at is None or started < job.first_batch_at:
-                job.first_batch_at = started  # a job's queue time ends when its first batch starts computing
             job.add_part(first, embeddings[row : row + count], joints[row : row + count], started)
             row += count
 
