@@ -58,6 +58,35 @@ def test_embed_npy_is_identical_to_http(server: LiveServer, tiny_bundle: Path, t
             np.testing.assert_array_equal(row, np.asarray(body[key], dtype=np.float32))
 
 
+def test_embed_rows_do_not_depend_on_jobs(tiny_bundle: Path, tmp_path: Path) -> None:
+    files = [write_wav(tmp_path / f"r{i}.wav", 1.5 + i, seed=20 + i) for i in range(5)]
+    matrices = []
+    for jobs in ("1", "3"):
+        out = tmp_path / f"j{jobs}.npy"
+        args = ["embed", "--bundle", str(tiny_bundle), *map(str, files), "--out", str(out), "-j", jobs]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert f"{jobs} at once" in result.output
+        matrices.append(np.load(out, allow_pickle=False))
+    assert matrices[0].shape[0] == len(files)
+    np.testing.assert_array_equal(matrices[0], matrices[1])  # row i is file i, bit for bit
+
+
+def test_embed_names_every_unreadable_file_and_writes_nothing(tiny_bundle: Path, tmp_path: Path) -> None:
+    good = write_wav(tmp_path / "good.wav", 2.0)
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_bytes(b"not a recording" * 8)
+    empty = tmp_path / "empty.flac"
+    empty.write_bytes(b"")
+    out = tmp_path / "e.npy"
+    files = [not_audio, good, empty]
+    result = runner.invoke(app, ["embed", "--bundle", str(tiny_bundle), *map(str, files), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "notes.wav: [not_audio]" in result.output and "empty.flac: [empty_input]" in result.output
+    assert "2 of 3 file(s) could not be read; nothing written" in result.output
+    assert not out.exists()
+
+
 def test_predict_human_output_and_task_choice(tiny_bundle: Path, tmp_path: Path) -> None:
     path = write_wav(tmp_path / "c.wav", 3.0)
     result = runner.invoke(app, ["predict", "--bundle", str(tiny_bundle), str(path), "-t", "age"])
