@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,6 +121,11 @@ class RawEncoder:
             "cpu_ms_per_recording": 1000.0 * cpu * per_recording / windows,
             "cores": cpu / elapsed,
         }
+
+
+def raw_mean(rounds: Sequence[dict[str, dict[str, float]]], config: str, figure: str) -> float:
+    """One figure of one raw configuration, averaged over the rounds around a service phase."""
+    return sum(measured[config][figure] for measured in rounds) / len(rounds)
 
 
 def multipart_body(data: bytes) -> tuple[bytes, str]:
@@ -370,16 +376,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     for index, row in enumerate(results):
         around = (rounds[index], rounds[index + 1])
-        mean = {name: sum(r[name]["recordings_per_s"] for r in around) / 2 for name in names}
+        mean = {name: raw_mean(around, name, "recordings_per_s") for name in names}
         best = max(names, key=mean.__getitem__)
         row["raw_recordings_per_s"] = mean[best]
         row["raw_config"] = best
-        row["raw_cpu_ms_per_recording"] = sum(r[best]["cpu_ms_per_recording"] for r in around) / 2
+        row["raw_cpu_ms_per_recording"] = raw_mean(around, best, "cpu_ms_per_recording")
         row["service_over_raw"] = row["recordings_per_s"] / mean[best]
         # The ratio is (about) the product of two factors: how much CPU the service spends per recording
         # against the encoder alone, and how many cores it keeps busy against raw onnxruntime.
         row["cpu_efficiency"] = row["raw_cpu_ms_per_recording"] / row["server_cpu_ms_per_recording"]
-        row["core_share"] = row["server_cores"] / (sum(r[best]["cores"] for r in around) / 2)
+        row["core_share"] = row["server_cores"] / raw_mean(around, best, "cores")
         print(
             f"{row['concurrency']:>3} {row['requests']:>5} {row['failures']:>4} {row['p50_ms']:>9.1f} "
             f"{row['p95_ms']:>9.1f} {row['p99_ms']:>9.1f} {row['recordings_per_s']:>8.1f} {mean[best]:>7.1f}"
