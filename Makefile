@@ -26,10 +26,16 @@ system-deps:
 serve: setup-service
 	$(VENV)/bin/acula serve --bundle $(BUNDLE)
 
+# mypy cannot follow the editable install's import hook, so it reads the package through a tree of links
+# laid out as installed (acula/service -> service/, acula/training -> training/).
+TYPECHECK := .typecheck
 lint:
-	$(VENV)/bin/ruff check service training tests scripts
-	$(VENV)/bin/ruff format --check service training tests scripts
-	$(VENV)/bin/mypy service
+	$(VENV)/bin/ruff check acula service training tests scripts setup.py
+	$(VENV)/bin/ruff format --check acula service training tests scripts setup.py
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/acula
+	for f in acula/*.py; do ln -s ../../$$f $(TYPECHECK)/acula/; done
+	ln -s ../../service ../../training $(TYPECHECK)/acula/
+	MYPYPATH=$(TYPECHECK) $(VENV)/bin/mypy -p acula
 
 test: setup-dev system-deps lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -42,4 +48,4 @@ train-default: setup-dev
 	$(VENV)/bin/acula pipeline --config configs/default.toml --root ../shared/data --out $(BUNDLE)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TYPECHECK) .pytest_cache .mypy_cache .ruff_cache

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 if TYPE_CHECKING:
-    from service.core.pipeline import InferencePipeline
+    from acula.service.core.pipeline import InferencePipeline
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -86,7 +86,7 @@ class RawEncoder:
         return np.ascontiguousarray(stacked[:size])
 
     def _pipeline(self, threads: int) -> InferencePipeline:
-        from service.core.pipeline import InferencePipeline
+        from acula.service.core.pipeline import InferencePipeline
 
         if threads not in self._pipelines:
             pipeline = InferencePipeline.from_bundle(self.bundle, provider="cpu", intra_op_threads=threads)
@@ -274,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
 
-    from service.bundle import load_manifest
-    from service.core.pipeline import CPU_BATCH_SIZE
-    from service.settings import Settings, available_cpus
+    from acula.service.bundle import load_manifest
+    from acula.service.core.pipeline import CPU_BATCH_SIZE
+    from acula.service.settings import Settings, available_cpus
+
     from tests.bundles import TinyBundleOptions, build_tiny_bundle
     from tests.service.live import serve
 

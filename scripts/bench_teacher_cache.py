@@ -25,14 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.data.records import Recording  # noqa: E402
-from training.losses import text_ids_for  # noqa: E402
-from training.nets.factory import build_model  # noqa: E402
-from training.teacher import TeacherCache, load_teacher  # noqa: E402
-from training.train.align import AlignObjective  # noqa: E402
-from training.train.audio_dataset import AudioCache, random_crop  # noqa: E402
-from training.train.config import AlignConfig, SSLConfig, load_config  # noqa: E402
-from training.train.pairs import build_pairs, read_reports  # noqa: E402
+from acula.training.data.records import Recording  # noqa: E402
+from acula.training.losses import text_ids_for  # noqa: E402
+from acula.training.nets.factory import build_model  # noqa: E402
+from acula.training.teacher import TeacherCache, load_teacher  # noqa: E402
+from acula.training.train.align import AlignObjective  # noqa: E402
+from acula.training.train.audio_dataset import AudioCache, random_crop  # noqa: E402
+from acula.training.train.config import AlignConfig, SSLConfig, load_config  # noqa: E402
+from acula.training.train.pairs import build_pairs, read_reports  # noqa: E402
 
 
 def sprsound_pairs(root: Path, limit: int) -> tuple[list[Recording], list[dict]]:
@@ -89,7 +89,7 @@ def main() -> None:
     batch = args.batch_size or cfg.data.batch_size
     n_items = batch * args.steps
     if args.reports is not None:
-        from training.data import load_records
+        from acula.training.data import load_records
 
         records = load_records(args.root)
         pairs = build_pairs(records, read_reports(args.reports), "train")

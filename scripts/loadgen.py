@@ -130,7 +130,7 @@ def free_port() -> int:
 def started_server(bundle: Path, log_path: Path, env: dict[str, str], timeout: float = 120.0):
     """``acula serve`` on a free loopback port; yields (url, pid) once ready; SIGTERM (then kill) on exit."""
     port = free_port()
-    command = [sys.executable, "-c", "from training.cli import main; main()", "serve"]
+    command = [sys.executable, "-m", "acula", "serve"]
     command += ["--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log)

@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from acula.service import __version__
+from acula.service.api import embed, health, model, predict, reports
+from acula.service.api.errors import install_error_handlers
+from acula.service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from acula.service.metrics import Metrics
+from acula.service.runtime import Runtime
+from acula.service.settings import Settings
 from fastapi import FastAPI
-
-from service import __version__
-from service.api import embed, health, model, predict, reports
-from service.api.errors import install_error_handlers
-from service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from service.metrics import Metrics
-from service.runtime import Runtime
-from service.settings import Settings
 
 DESCRIPTION = """\
 Predictions, embeddings and similar clinical reports for auscultation recordings (heart, lung, cough).

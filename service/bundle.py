@@ -23,8 +23,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+DEFAULT_BUNDLE = Path("models/acula-default")
 _SELF_HASH_PLACEHOLDER = "0" * 64
 _SELF_HASH = re.compile(rb'"manifest_sha256": "([0-9a-f]{64})"')
+
+
+def missing_bundle_message(bundle: Path) -> str:
+    """What to tell a user whose bundle folder does not exist: how to build one."""
+    if Path(bundle).resolve() == DEFAULT_BUNDLE.resolve():
+        return (
+            f"no default bundle exists yet at {bundle}: build one with `make train-default` "
+            "(or `acula export --checkpoint CKPT --reports reports.jsonl --out models/acula-default`)"
+        )
+    return f"bundle folder {bundle} does not exist (build one with `acula export` or `make train-default`)"
 
 
 class BundleError(Exception):

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from service.bundle import BundleError, ReportIndexSpec
+from acula.service.bundle import BundleError, ReportIndexSpec
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
-
-from service.core.batcher import Batcher, BatchStats
-from service.core.errors import InferenceTimeout, InvalidQuery, NotReady, Overloaded
-from service.core.pipeline import InferencePipeline, Prediction
-from service.index import ReportHit
-from service.metrics import Metrics
-from service.settings import Settings
+from acula.service.core.batcher import Batcher, BatchStats
+from acula.service.core.errors import InferenceTimeout, InvalidQuery, NotReady, Overloaded
+from acula.service.core.pipeline import InferencePipeline, Prediction
+from acula.service.index import ReportHit
+from acula.service.metrics import Metrics
+from acula.service.settings import Settings
 
 log = logging.getLogger("acula.runtime")
 T = TypeVar("T")
@@ -47,17 +46,7 @@ class Runtime:
     async def start(self) -> None:
         """Verify, load and warm up the bundle off the event loop; then start the batcher and turn ready."""
         settings = self.settings
-        pipeline = await asyncio.to_thread(
-            InferencePipeline.from_bundle,
-            settings.bundle,
-            provider=settings.provider,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-            max_batch_size=settings.max_batch_size,
-            max_audio_seconds=settings.max_audio_seconds,
-            max_upload_bytes=settings.max_upload_bytes,
-            faiss_threads=settings.faiss_threads,
-        )
+        pipeline = await asyncio.to_thread(InferencePipeline.from_settings, settings)
         if settings.warm_up:
             await asyncio.to_thread(pipeline.warm_up)
         self._pipeline = pipeline

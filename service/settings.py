@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
+from acula.service.bundle import DEFAULT_BUNDLE
 from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -34,9 +35,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ACULA_", extra="ignore", env_file=None)
 
     # --- model ---
-    bundle: Path = Field(
-        default=Path("models/acula-default"), description="Model bundle folder (manifest.json inside)."
-    )
+    bundle: Path = Field(default=DEFAULT_BUNDLE, description="Model bundle folder (manifest.json inside).")
     provider: Literal["cpu", "cuda", "auto"] = Field(
         default="auto",
         description="Execution provider. 'auto' uses CUDA when the GPU build sees a GPU; 'cuda' warns loudly "

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from service.bundle import BundleError, TensorSpec, TextSideSpec
-from service.core.errors import InvalidQuery
-from service.core.windowing import l2_normalise
+from acula.service.bundle import BundleError, TensorSpec, TextSideSpec
+from acula.service.core.errors import InvalidQuery
+from acula.service.core.windowing import l2_normalise
 
 
 class TextEncoder:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from service.bundle import (
+from acula.service.bundle import (
     AudioContract,
     EncoderSpec,
     Manifest,

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import httpx
+from acula.service.cli import full_app
 from typer.testing import CliRunner
 
 from tests.service.live import LiveServer
-from training.cli import app
+
+app = full_app()
+
 
 # The CLI reads the same ACULA_* settings as the service; the live server runs with one intra-op thread, and
 # onnxruntime's summation order (hence the last bit of a float32) depends on threads and batch size.

@@ -11,11 +11,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from acula.service.cli import full_app
 
 from tests.bundles import write_wav
 from tests.predict_checks import real_recordings, runner, same_prediction
 from tests.service.live import REPO, LiveServer, serve
-from training.cli import app
+
+app = full_app()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_cli_reports_bad_input_with_its_code(tiny_bundle: Path, tmp_path: Path) 
 
 
 def test_serve_without_a_bundle_says_how_to_build_one(tmp_path: Path) -> None:
-    command = [sys.executable, "-c", "from training.cli import main; main()", "serve"]
+    command = [sys.executable, "-m", "acula", "serve"]
     default = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert default.returncode != 0
     assert "no default bundle exists yet" in default.stderr and "make train-default" in default.stderr
@@ -139,7 +141,7 @@ def test_serve_refuses_a_tampered_bundle_before_listening(tiny_bundle: Path, tmp
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
     (bundle / "reports.jsonl").write_text("{}\n")
     result = subprocess.run(
-        [sys.executable, "-c", "from training.cli import main; main()", "serve", "--bundle", str(bundle)],
+        [sys.executable, "-m", "acula", "serve", "--bundle", str(bundle)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from acula.service.bundle import load_manifest
 
-from service.bundle import load_manifest
 from tests.predict_checks import real_recordings, same_prediction
 from tests.service.live import REPO, LiveServer, serve
 

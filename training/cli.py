@@ -1,8 +1,8 @@
-"""The ``acula`` command line.
+"""The training commands of ``acula``, registered on the root app (``acula.service.cli``) as a plugin.
 
-Every module in :mod:`training.commands` defines ``register(app)`` and adds its subcommands; this file only
-collects them. Command modules import heavy libraries (torch, onnxruntime, faiss) inside the command
-functions, so ``acula --version`` and ``acula serve`` work in a torch-free service install.
+Every module in :mod:`acula.training.commands` defines ``register(app)``; this module only collects them.
+Command modules import torch and other heavy libraries inside the command functions, so listing the
+commands (``acula --help``) stays fast and works without torch.
 """
 
 from __future__ import annotations
@@ -11,44 +11,10 @@ import importlib
 import pkgutil
 
 import typer
-
-import training.commands
-from service import __version__
-
-app = typer.Typer(
-    name="acula",
-    help="AcuLa: data, reports, training, benchmark, export and serving of auscultation audio encoders.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+from acula.training import commands
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"acula {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """acula: train, benchmark and serve auscultation audio encoders aligned to clinical reports."""
-
-
-def _register_commands() -> None:
-    for module_info in sorted(pkgutil.iter_modules(training.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"training.commands.{module_info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
-
-
-_register_commands()
-
-
-def main() -> None:
-    app()
+def register(app: typer.Typer) -> None:
+    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
+        module.register(app)

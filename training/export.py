@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from service.bundle import (
+from acula.service.bundle import (
     AudioContract,
     DatasetProvenance,
     EncoderSpec,
@@ -37,11 +36,11 @@ from service.bundle import (
     TensorSpec,
     write_manifest,
 )
-from service.core.windowing import cut_windows, l2_normalise, pool_windows
-from training.data.records import Recording
-from training.export_index import IndexKind, build_index, corpus_rows, write_corpus, write_index
-from training.export_onnx import ExportError, check_parity, export_encoder, parity_cases
-from training.export_probes import ProbeData, ProbeKind, fit_probe
+from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows
+from acula.training.data.records import Recording
+from acula.training.export_index import IndexKind, build_index, corpus_rows, write_corpus, write_index
+from acula.training.export_onnx import ExportError, check_parity, export_encoder, parity_cases
+from acula.training.export_probes import ProbeData, ProbeKind, fit_probe
 
 Log = Callable[[str], None]
 
@@ -112,8 +111,8 @@ class RecordingEmbedder:
     """Pooled embeddings of whole recordings through the exported ONNX graph, as the service computes them."""
 
     def __init__(self, onnx_path: Path, spec: EncoderSpec, contract: AudioContract, cache_dir: Path | None):
-        from service.backends.onnx import OnnxEncoder
-        from training.train.audio_dataset import AudioCache
+        from acula.service.backends.onnx import OnnxEncoder
+        from acula.training.train.audio_dataset import AudioCache
 
         self.encoder = OnnxEncoder(
             onnx_path, spec, provider="cpu", intra_op_threads=max(1, torch.get_num_threads())
@@ -227,8 +226,8 @@ def _parity_recordings(records: Sequence[Recording], embedder: RecordingEmbedder
 
 def _report_vectors(model: Any, rows: list[dict[str, Any]], teacher_spec: Any, cache_dir: Path | None) -> Any:
     """Joint-space vectors of the report texts: frozen teacher (cached on disk) -> the model's text head."""
-    from training.teacher import TeacherCache, load_teacher
-    from training.train.audio_dataset import default_cache_dir
+    from acula.training.teacher import TeacherCache, load_teacher
+    from acula.training.train.audio_dataset import default_cache_dir
 
     teacher = load_teacher(teacher_spec)
     cache = TeacherCache(teacher, (cache_dir or default_cache_dir()) / "teacher")
@@ -248,8 +247,8 @@ def export_bundle(
     log: Log = print,
 ) -> ExportResult:
     """Write a complete, verified bundle for ``options.checkpoint`` into ``options.out``."""
-    from training.model_card import write_model_card
-    from training.nets.factory import load_checkpoint, read_checkpoint
+    from acula.training.model_card import write_model_card
+    from acula.training.nets.factory import load_checkpoint, read_checkpoint
 
     timings: dict[str, float] = {}
     notes: dict[str, Any] = {}
@@ -338,7 +337,7 @@ def export_bundle(
         timings["report_index"] = time.perf_counter() - started
         log(f"report index: {len(rows)} reports, {options.index_kind}, recall@10 vs exact {recall}")
         if options.text_side and teacher is not None:
-            from training.export_text import export_text_side
+            from acula.training.export_text import export_text_side
 
             started = time.perf_counter()
             exported = export_text_side(teacher, model.text_head, staging, [r["text"] for r in rows[:32]])
@@ -394,7 +393,7 @@ def export_bundle(
 
 def _teacher_spec(payload: dict[str, Any]) -> Any:
     """The teacher the checkpoint was aligned with (its run config), else the packaged default."""
-    from training.teacher import TeacherSpec
+    from acula.training.teacher import TeacherSpec
 
     run_config = payload.get("run_config") or {}
     return TeacherSpec.model_validate(run_config.get("teacher") or {})

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data.records import Recording
-from training.export import ProbeTask
+from acula.training.data.records import Recording
+from acula.training.export import ProbeTask
 
 # From each release's licence file (see ../shared/data/README.md); recorded in every bundle's provenance.
 LICENCES = {
@@ -45,14 +45,14 @@ def _as_dict(report: Any) -> dict[str, Any]:
 
 
 def read_reports(path: Path) -> list[dict[str, Any]]:
-    from training.train.pairs import read_reports as read
+    from acula.training.train.pairs import read_reports as read
 
     return [_as_dict(r) for r in read(Path(path))]
 
 
 def identifying_check() -> Callable[[str], list[str]]:
     """The report validator's identifying-information check (names, dates, ids)."""
-    from training.reports.validator import check_identifying_information
+    from acula.training.reports.validator import check_identifying_information
 
     return check_identifying_information
 
@@ -69,7 +69,7 @@ def _probe_target(task: Any, label: Any) -> Any:
 def probe_tasks(records: Sequence[Recording]) -> list[ProbeTask]:
     """One probe per benchmark task (``training.bench.tasks.TASKS``): fitted on the task's training-side
     recordings, scored on its test-side ones (every test split together), as the service will use it."""
-    from training.bench.tasks import TASKS
+    from acula.training.bench.tasks import TASKS
 
     tasks = []
     for task in TASKS.values():
@@ -101,7 +101,7 @@ def probe_tasks(records: Sequence[Recording]) -> list[ProbeTask]:
 
 
 def gather(root: Path, reports: Path | None, datasets: list[str] | None = None) -> ExportInputs:
-    from training.data import load_records
+    from acula.training.data import load_records
 
     records = list(load_records(Path(root), datasets))
     return ExportInputs(

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
-from service.bundle import ProbeSpec
+from acula.service.bundle import ProbeSpec
 
 ProbeKind = Literal["classification", "multilabel", "regression"]
 
@@ -132,7 +131,7 @@ def choose_regularisation(data: ProbeData) -> tuple[float, float]:
     :func:`training.bench.probes.linear_probe` chooses on a subject-grouped validation split of the training
     side; reusing it keeps the shipped probe and the benchmark's ``logistic`` row the same model.
     """
-    from training.bench.probes import linear_probe
+    from acula.training.bench.probes import linear_probe
 
     if data.groups_train is None or len(np.unique(data.groups_train)) < 10:
         return 0.1, 10.0  # too few subjects for a grouped validation split: moderate defaults
@@ -152,7 +151,7 @@ def choose_regularisation(data: ProbeData) -> tuple[float, float]:
 
 def fit_probe(data: ProbeData, out_dir: Path) -> ProbeSpec:
     """Fit, save ``probe_<task>.npz`` into ``out_dir`` and return its spec with held-out metrics."""
-    from service.core.probes import LinearProbe
+    from acula.service.core.probes import LinearProbe
 
     if len(data.x_train) == 0 or len(data.x_test) == 0:
         raise ValueError(f"task {data.task}: needs recordings on both sides of its split")

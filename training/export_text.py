@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from acula.service.bundle import TextSideSpec
+from acula.training.export_onnx import ExportError
 from torch import nn
-
-from service.bundle import TextSideSpec
-from training.export_onnx import ExportError
 
 MIN_COSINE = 0.98  # the quantised text encoder must agree with torch at least this well on real texts
 
@@ -112,8 +111,8 @@ def text_side_agreement(
     module: nn.Module, teacher: object, out_dir: Path, spec: TextSideSpec, texts: list[str]
 ) -> float:
     """Lowest cosine similarity between torch and the service's own text path (tokenizers + onnxruntime)."""
-    from service.bundle import TensorSpec
-    from service.text import TextEncoder
+    from acula.service.bundle import TensorSpec
+    from acula.service.text import TextEncoder
 
     joint_dim = int(module.text_head.linear.out_features)  # type: ignore[union-attr]
     encoder = TextEncoder(out_dir, spec, TensorSpec(name="joint", shape=["batch", joint_dim]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.bundle import Manifest
+from acula.service.bundle import Manifest
 
 LIMITATIONS = """\
 - **Not a diagnostic device.** Outputs are research signals for decision support; a clinician decides.

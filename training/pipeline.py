@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acula.training.export_index import IndexKind
+from acula.training.train.config import AlignConfig, SSLConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from training.export_index import IndexKind
-from training.train.config import AlignConfig, SSLConfig
 
 
 class _Base(BaseModel):
@@ -173,15 +172,15 @@ def _acula(*args: str, threads: int) -> None:
     import sys
 
     executable = Path(sys.executable).with_name("acula")
-    fallback = [sys.executable, "-c", "from training.cli import main; main()"]
+    fallback = [sys.executable, "-m", "acula"]
     command = [str(executable), *args] if executable.is_file() else [*fallback, *args]
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     subprocess.run(command, check=True, env=env)
 
 
 def _export(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], None]) -> None:
-    from training.export import ExportOptions, export_bundle
-    from training.export_inputs import gather
+    from acula.training.export import ExportOptions, export_bundle
+    from acula.training.export_inputs import gather
 
     work = config.work_dir
     inputs = gather(root, work / "reports.jsonl", config.datasets)
@@ -239,8 +238,8 @@ def _benchmark(config: PipelineConfig, root: Path, out: Path) -> None:
 
 def _update_card(config: PipelineConfig, out: Path) -> None:
     """Put the benchmark table into MODEL_CARD.md and re-hash the bundle."""
-    from service.bundle import load_manifest, write_manifest
-    from training.model_card import write_model_card
+    from acula.service.bundle import load_manifest, write_manifest
+    from acula.training.model_card import write_model_card
 
     manifest = load_manifest(out)
     notes = json.loads((out / "export_notes.json").read_text())
@@ -256,8 +255,8 @@ def _update_card(config: PipelineConfig, out: Path) -> None:
 
 
 def build_stages(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], None]) -> list[Stage]:
-    from training.train.align import run_align
-    from training.train.ssl import run_ssl
+    from acula.training.train.align import run_align
+    from acula.training.train.ssl import run_ssl
 
     work = config.work_dir
     partial = work / "reports.partial.jsonl"  # renamed when complete: a crash never looks finished

@@ -12,11 +12,10 @@ import hashlib
 import hmac
 from typing import Annotated
 
+from acula.service.api.errors import ApiError
+from acula.service.api.upload import read_recording
+from acula.service.runtime import Runtime
 from fastapi import Depends, Request
-
-from service.api.errors import ApiError
-from service.api.upload import read_recording
-from service.runtime import Runtime
 
 
 async def get_runtime(request: Request) -> Runtime:

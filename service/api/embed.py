@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from acula.service.api.deps import Authorised, RuntimeDep, UploadBytes
+from acula.service.api.schemas import EmbedResponse, embed_response, problem_responses
+from acula.service.api.upload import UPLOAD_OPENAPI
 from fastapi import APIRouter, Request
-
-from service.api.deps import Authorised, RuntimeDep, UploadBytes
-from service.api.schemas import EmbedResponse, embed_response, problem_responses
-from service.api.upload import UPLOAD_OPENAPI
 
 router = APIRouter(tags=["inference"], dependencies=[Authorised])
 

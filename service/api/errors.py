@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from acula.service.audio import AudioError
+from acula.service.core.errors import ServiceError
+from acula.service.logging import request_id_var
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from service.audio import AudioError
-from service.core.errors import ServiceError
-from service.logging import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -32,7 +31,7 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),
     "unauthorized": (401, "Missing or invalid API key"),
-    # audio (codes from service.audio)
+    # audio (codes from acula.service.audio)
     "empty_input": (422, "Empty upload"),
     "not_audio": (415, "Not a supported audio format"),
     "unsupported_codec": (415, "Unsupported audio codec"),

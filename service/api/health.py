@@ -6,11 +6,10 @@ warmed up, and no longer once shutdown has begun, so the load balancer stops sen
 
 from __future__ import annotations
 
+from acula.service.api.deps import RuntimeDep
+from acula.service.api.errors import ApiError
+from acula.service.api.schemas import HealthResponse, problem_responses
 from fastapi import APIRouter, Request, Response
-
-from service.api.deps import RuntimeDep
-from service.api.errors import ApiError
-from service.api.schemas import HealthResponse, problem_responses
 
 router = APIRouter(tags=["operations"])
 

@@ -14,11 +14,10 @@ import re
 import time
 import uuid
 
+from acula.service.api.errors import ApiError, problem
+from acula.service.logging import request_id_var
+from acula.service.metrics import Metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from service.api.errors import ApiError, problem
-from service.logging import request_id_var
-from service.metrics import Metrics
 
 log = logging.getLogger("acula.access")
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from acula.service.api.deps import Authorised, RuntimeDep
+from acula.service.api.schemas import LimitsInfo, ModelInfoResponse, ProbeInfo, problem_responses
 from fastapi import APIRouter
-
-from service.api.deps import Authorised, RuntimeDep
-from service.api.schemas import LimitsInfo, ModelInfoResponse, ProbeInfo, problem_responses
 
 router = APIRouter(tags=["operations"], dependencies=[Authorised])
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from acula.service.api.deps import Authorised, RuntimeDep, UploadBytes
+from acula.service.api.errors import ApiError
+from acula.service.api.schemas import PredictResponse, predict_response, problem_responses
+from acula.service.api.upload import UPLOAD_OPENAPI
 from fastapi import APIRouter, Query, Request
-
-from service.api.deps import Authorised, RuntimeDep, UploadBytes
-from service.api.errors import ApiError
-from service.api.schemas import PredictResponse, predict_response, problem_responses
-from service.api.upload import UPLOAD_OPENAPI
 
 router = APIRouter(tags=["inference"], dependencies=[Authorised])
 

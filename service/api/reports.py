@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from acula.service.api.deps import Authorised, RuntimeDep
+from acula.service.api.errors import ApiError
+from acula.service.api.schemas import SimilarReportsResponse, problem_responses, similar_reports_response
+from acula.service.api.upload import RAW_AUDIO_OPENAPI, is_raw_audio
+from acula.service.core.errors import NoReportIndex
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-
-from service.api.deps import Authorised, RuntimeDep
-from service.api.errors import ApiError
-from service.api.schemas import ModelRef, SimilarReportsResponse, problem_responses, report_result
-from service.api.upload import RAW_AUDIO_OPENAPI, is_raw_audio
-from service.core.errors import NoReportIndex
 
 router = APIRouter(tags=["reports"], dependencies=[Authorised])
 
@@ -57,11 +56,4 @@ async def similar_reports(
         request.state.audio_seconds = round(prediction.audio.duration_s, 3)
         request.state.windows = prediction.window_count
         hits, timings, kind = prediction.reports or [], prediction.timings_ms, "audio"
-    manifest = pipeline.manifest
-    return SimilarReportsResponse(
-        model=ModelRef(name=manifest.name, version=manifest.version),
-        query=kind,
-        deidentified=pipeline.index.show_text,
-        reports=[report_result(hit) for hit in hits],
-        timings_ms=timings,
-    )
+    return similar_reports_response(pipeline.manifest, kind, hits, timings)

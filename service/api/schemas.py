@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from acula.service.bundle import Manifest
+from acula.service.core.pipeline import Prediction
+from acula.service.core.probes import TaskOutput
+from acula.service.index import ReportHit
 from pydantic import BaseModel, ConfigDict, Field
-
-from service.bundle import Manifest
-from service.core.pipeline import Prediction
-from service.core.probes import TaskOutput
-from service.index import ReportHit
 
 
 class ModelRef(BaseModel):
@@ -236,6 +235,19 @@ def predict_response(manifest: Manifest, prediction: Prediction) -> PredictRespo
         tasks={name: task_result(out) for name, out in prediction.tasks.items()},
         window_scores=windows,
         reports=None if prediction.reports is None else [report_result(hit) for hit in prediction.reports],
+    )
+
+
+def similar_reports_response(
+    manifest: Manifest, query: Literal["audio", "text"], hits: list[ReportHit], timings_ms: dict[str, float]
+) -> SimilarReportsResponse:
+    index = manifest.report_index
+    return SimilarReportsResponse(
+        model=ModelRef(name=manifest.name, version=manifest.version),
+        query=query,
+        deidentified=index is not None and index.deidentified,
+        reports=[report_result(hit) for hit in hits],
+        timings_ms=timings_ms,
     )
 
 

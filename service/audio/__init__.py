@@ -7,8 +7,8 @@ stable ``code`` and a message a user can act on; no other exception escapes for 
 ``probe_audio(source)`` reads the header only.
 """
 
-from service.audio.decode import AudioSource, decode_audio, probe_audio
-from service.audio.errors import (
+from acula.service.audio.decode import AudioSource, decode_audio, probe_audio
+from acula.service.audio.errors import (
     ALL_ERRORS,
     AudioError,
     DigitalSilenceError,
@@ -24,7 +24,7 @@ from service.audio.errors import (
     TruncatedAudioError,
     UnsupportedCodecError,
 )
-from service.audio.schema import AudioInfo, AudioLimits, DecodedAudio
+from acula.service.audio.schema import AudioInfo, AudioLimits, DecodedAudio
 
 __all__ = [
     "ALL_ERRORS",

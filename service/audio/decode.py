@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-
-from service.audio.errors import (
+from acula.service.audio.errors import (
     DigitalSilenceError,
     EmptyInputError,
     FileNotFoundAudioError,
@@ -36,9 +35,15 @@ from service.audio.errors import (
     TruncatedAudioError,
     UnsupportedCodecError,
 )
-from service.audio.readers import AudioReader, AvReader, ReaderOpenError, ReaderReadError, SoundfileReader
-from service.audio.schema import AudioInfo, AudioLimits, DecodedAudio
-from service.audio.sniff import (
+from acula.service.audio.readers import (
+    AudioReader,
+    AvReader,
+    ReaderOpenError,
+    ReaderReadError,
+    SoundfileReader,
+)
+from acula.service.audio.schema import AudioInfo, AudioLimits, DecodedAudio
+from acula.service.audio.sniff import (
     WavHeader,
     WavHeaderError,
     read_wav_header,

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, Literal, Protocol
 
 import numpy as np
-
-from service.audio.schema import AudioInfo
+from acula.service.audio.schema import AudioInfo
 
 BLOCK_FRAMES = 1 << 16
 # libsndfile reports this many frames when a FLAC header leaves the total unset.

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
-
-from service.bundle import BundleError, EncoderSpec, TensorSpec
-from service.core.errors import EngineError
+from acula.service.bundle import BundleError, EncoderSpec, TensorSpec
+from acula.service.core.errors import EngineError
 
 log = logging.getLogger("acula.backend")
 

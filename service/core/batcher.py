@@ -30,8 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from service.core.errors import NotReady, Overloaded
+from acula.service.core.errors import NotReady, Overloaded
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # Batches formed per worker: the one it computes and the next, ready for the moment it is free. On 2 cores at

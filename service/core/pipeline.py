@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from service.audio import AudioLimits, DecodedAudio, decode_audio
-from service.backends.onnx import EncoderBackend, OnnxEncoder, ProviderChoice
-from service.bundle import BundleError, Manifest, load_manifest
-from service.core.errors import NoReportIndex, NoTextSide, UnknownTask
-from service.core.probes import LinearProbe, TaskOutput, load_probes
-from service.core.windowing import cut_windows, l2_normalise, pool_windows, window_starts
-from service.index import ReportHit, ReportIndex
-from service.text import TextEncoder
+from acula.service.audio import AudioLimits, DecodedAudio, decode_audio
+from acula.service.backends.onnx import EncoderBackend, OnnxEncoder, ProviderChoice
+from acula.service.bundle import BundleError, Manifest, load_manifest
+from acula.service.core.errors import NoReportIndex, NoTextSide, UnknownTask
+from acula.service.core.probes import LinearProbe, TaskOutput, load_probes
+from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows, window_starts
+from acula.service.index import ReportHit, ReportIndex
+from acula.service.settings import Settings
+from acula.service.text import TextEncoder
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,21 @@ class InferencePipeline:
         )
         return cls(
             bundle_dir, manifest, backend, max_batch_size, max_audio_seconds, max_upload_bytes, faiss_threads
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InferencePipeline:
+        """The pipeline exactly as the service builds it from ``settings`` (``ACULA_*`` and their defaults):
+        the CLI and the Python API call this too, so thread counts and limits cannot drift between them."""
+        return cls.from_bundle(
+            settings.bundle,
+            provider=settings.provider,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+            max_batch_size=settings.max_batch_size,
+            max_audio_seconds=settings.max_audio_seconds,
+            max_upload_bytes=settings.max_upload_bytes,
+            faiss_threads=settings.faiss_threads,
         )
 
     # --- stages -------------------------------------------------------------------------------------------

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from service.bundle import BundleError, ProbeSpec
+from acula.service.bundle import BundleError, ProbeSpec
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -9,8 +9,7 @@ service all call these two functions, so they cannot cut audio differently.
 from __future__ import annotations
 
 import numpy as np
-
-from service.bundle import AudioContract
+from acula.service.bundle import AudioContract
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:

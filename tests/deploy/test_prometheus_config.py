@@ -59,7 +59,7 @@ def test_rendered_loopback_config_passes_promtool(tmp_path):
 
 def test_alerts_use_metric_names_the_service_exports():
     # Anti-drift: a renamed metric in service/metrics.py would silently disable an alert.
-    from service.metrics import Metrics
+    from acula.service.metrics import Metrics
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "info": ["_info"]}
     exported = {

@@ -56,8 +56,8 @@ def test_service_serves_from_a_read_only_root(tiny_bundle: Path, tmp_path: Path)
         str(writable),
         str(tiny_bundle / "written-at-run-time"),
         sys.executable,
-        "-c",
-        "from training.cli import main; main()",
+        "-m",
+        "acula",
         "serve",
     ]
     url = f"http://127.0.0.1:{port}"

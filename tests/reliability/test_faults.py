@@ -33,8 +33,8 @@ RECORDING = wav_bytes(6.0)
 def start(bundle: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
-        "-c",
-        "from training.cli import main; main()",
+        "-m",
+        "acula",
         "serve",
         "--bundle",
         str(bundle),

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from acula.service.settings import Settings
 
-from service.settings import Settings
 from tests.bundles import wav_bytes
 from tests.service.live import LiveServer, serve
 

@@ -47,8 +47,8 @@ def serve(
     environment = {**os.environ, "ACULA_LOG_LEVEL": "info", "ACULA_INTRA_OP_THREADS": "1", **(env or {})}
     command = [
         sys.executable,
-        "-c",
-        "from training.cli import main; main()",
+        "-m",
+        "acula",
         "serve",
         "--bundle",
         str(bundle),

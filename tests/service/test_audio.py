@@ -12,11 +12,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
-
-from service.audio import (
+from acula.service.audio import (
     ALL_ERRORS,
     AudioError,
     AudioLimits,
@@ -35,6 +31,10 @@ from service.audio import (
     decode_audio,
     probe_audio,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from tests.audio_cases import (
     SOUNDFILE_FORMATS,
     cut,
@@ -237,7 +237,7 @@ def test_every_error_class_is_exercised_and_has_a_distinct_code() -> None:
 
 
 def test_every_error_code_has_an_http_status() -> None:
-    from service.api.errors import ERROR_MAP
+    from acula.service.api.errors import ERROR_MAP
 
     assert {cls.code for cls in ALL_ERRORS} <= set(ERROR_MAP)
 

@@ -9,9 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
-from service.core.batcher import Batcher, BatchStats
-from service.core.errors import NotReady, Overloaded
+from acula.service.core.batcher import Batcher, BatchStats
+from acula.service.core.errors import NotReady, Overloaded
 
 
 class Encoder:

@@ -13,8 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from service.bundle import (
+from acula.service.bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     BundleError,
@@ -23,6 +22,7 @@ from service.bundle import (
     read_manifest,
     write_manifest,
 )
+
 from tests.bundles import TinyBundleOptions, build_tiny_bundle
 
 HASHED_FILES = [

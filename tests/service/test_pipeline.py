@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from service.bundle import BundleError, Manifest, read_manifest, write_manifest
-from service.core.errors import NoTextSide, UnknownTask
-from service.core.pipeline import (
+from acula.service.bundle import BundleError, Manifest, read_manifest, write_manifest
+from acula.service.core.errors import NoTextSide, UnknownTask
+from acula.service.core.pipeline import (
     CPU_BATCH_SIZE,
     CUDA_BATCH_SIZE,
     InferencePipeline,
     default_batch_size,
 )
-from service.core.windowing import window_starts
+from acula.service.core.windowing import window_starts
+
 from tests.bundles import CLASS_LABELS, JOINT_DIM, TinyBundleOptions, build_tiny_bundle, wav_bytes
 
 

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from acula.service.cli import full_app
+from acula.training.bench.tasks import TASKS, Task, coswara_sex, register
+from acula.training.nets.factory import build_model, save_checkpoint
+from acula.training.nets.frontend import FrontendConfig
+from acula.training.nets.model import ModelConfig
 from typer.testing import CliRunner
 
-from training.bench.tasks import TASKS, Task, coswara_sex, register
-from training.cli import app
-from training.nets.factory import build_model, save_checkpoint
-from training.nets.frontend import FrontendConfig
-from training.nets.model import ModelConfig
+app = full_app()
 
 TASK = "coswara-deep-breathing-sex"
 
@@ -61,9 +62,9 @@ def _tiny_checkpoint(path: Path) -> Path:
 
 def _reports(shared_data: Path, path: Path) -> Path:
     """Template reports (the project's default writer) for the task's recordings: the retrieval gallery."""
-    from training.data import load_records
-    from training.reports import ReportRow, append_reports
-    from training.reports.template import TemplateWriter
+    from acula.training.data import load_records
+    from acula.training.reports import ReportRow, append_reports
+    from acula.training.reports.template import TemplateWriter
 
     writer = TemplateWriter(seed=0)
     records = [

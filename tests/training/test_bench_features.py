@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from service.core.pipeline import InferencePipeline
-from training.bench.features import BundleEncoder, FeatureCache, recording_key
+from acula.service.core.pipeline import InferencePipeline
+from acula.training.bench.features import BundleEncoder, FeatureCache, recording_key
 
 
 def test_feature_cache_round_trip(tmp_path: Path) -> None:
@@ -27,7 +26,7 @@ def test_bundle_features_equal_the_service_pipeline(
     shared_data: Path, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     """What ``acula bench`` measures for a bundle is what ``/embed`` returns for the same file."""
-    from training.data import load_records
+    from acula.training.data import load_records
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)

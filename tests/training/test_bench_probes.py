@@ -7,10 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from training.bench.metrics import score_task
-from training.bench.opera import OperaConfig, l2_penalty, opera_probe, train_head, train_heads
-from training.bench.probes import grouped_validation_split, linear_probe
+from acula.training.bench.metrics import score_task
+from acula.training.bench.opera import OperaConfig, l2_penalty, opera_probe, train_head, train_heads
+from acula.training.bench.probes import grouped_validation_split, linear_probe
 
 
 def _blobs(n: int, dim: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -26,9 +25,8 @@ FAST_OPERA = OperaConfig(epochs=12, seeds=(0, 1), lr=1e-2)
 
 
 def test_auroc_equals_sklearn_with_ties():
+    from acula.training.bench.metrics import binary_auroc
     from sklearn.metrics import roc_auc_score
-
-    from training.bench.metrics import binary_auroc
 
     rng = np.random.default_rng(12)
     y = rng.integers(0, 2, 300)
@@ -132,7 +130,7 @@ def test_opera_keeps_the_best_validation_epoch():
     fit = train_head(x[:200], y[:200], x[200:], y[200:], "binary", 2, seed=3, config=OperaConfig(epochs=20))
     values = np.asarray(fit.val_metric)
     assert fit.best_epoch == int(np.nanargmax(values))
-    from training.bench.opera import apply_head
+    from acula.training.bench.opera import apply_head
 
     assert score_task("binary", y[200:], apply_head(fit, x[200:], "binary")) == pytest.approx(values.max())
 

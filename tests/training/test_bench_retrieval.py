@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from training.bench.retrieval import (
+from acula.training.bench.retrieval import (
     build_gallery,
     chance_recall,
     label_precision_at_k,

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from acula.training.bench.tasks import TASKS, EvalSplit, TaskData, check_split, flag, is_test_side, task_data
+from acula.training.data.records import Recording
 from pydantic import BaseModel
-
-from training.bench.tasks import TASKS, EvalSplit, TaskData, check_split, flag, is_test_side, task_data
-from training.data.records import Recording
 
 
 def test_flag_reads_the_release_encodings():
@@ -47,7 +46,7 @@ def test_check_split_refuses_shared_subjects_and_training_side_evaluation():
 
 @pytest.fixture(scope="module")
 def records(shared_data: Path) -> list[Recording]:
-    from training.data import load_records
+    from acula.training.data import load_records
 
     datasets = sorted({task.dataset for task in TASKS.values()})
     return load_records(shared_data, datasets=datasets)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import soundfile
-
-from training.data import DATASETS, load_datasets, load_records
-from training.data.common import AdapterResult
+from acula.training.data import DATASETS, load_datasets, load_records
+from acula.training.data.common import AdapterResult
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import soundfile
-
-from training.data import bmd_hs, coswara, hls_cmds, physionet2016
+from acula.training.data import bmd_hs, coswara, hls_cmds, physionet2016
 
 
 def _to_wav(src: Path, dst: Path) -> None:

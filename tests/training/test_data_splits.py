@@ -7,11 +7,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
-from training.data import load_datasets
-from training.data import splits as splits_module
-from training.data.common import AdapterResult
-from training.data.records import Recording
+from acula.training.data import load_datasets
+from acula.training.data import splits as splits_module
+from acula.training.data.common import AdapterResult
+from acula.training.data.records import Recording
 
 pytestmark = pytest.mark.slow
 GROUPED = ("physionet2016", "bmd_hs", "coswara", "hls_cmds")

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from acula.service.cli import full_app
 from typer.testing import CliRunner
 
-from training.cli import app
+app = full_app()
+
 
 pytestmark = pytest.mark.slow
 

@@ -15,17 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from acula.service.bundle import BundleError, Manifest, TensorSpec, load_manifest, write_manifest
+from acula.training.data.records import Recording
+from acula.training.export import ExportOptions, ProbeTask, export_bundle
+from acula.training.export_index import CorpusRefused, build_index
+from acula.training.export_onnx import ExportError, check_parity, export_encoder, parity_cases
+from acula.training.nets.cnn import CNNConfig
+from acula.training.nets.factory import build_model, save_checkpoint
+from acula.training.nets.frontend import FrontendConfig
+from acula.training.nets.model import ModelConfig
 from pydantic import BaseModel
-
-from service.bundle import BundleError, Manifest, TensorSpec, load_manifest, write_manifest
-from training.data.records import Recording
-from training.export import ExportOptions, ProbeTask, export_bundle
-from training.export_index import CorpusRefused, build_index
-from training.export_onnx import ExportError, check_parity, export_encoder, parity_cases
-from training.nets.cnn import CNNConfig
-from training.nets.factory import build_model, save_checkpoint
-from training.nets.frontend import FrontendConfig
-from training.nets.model import ModelConfig
 
 torch.set_num_threads(2)
 RATE = 8000
@@ -172,7 +171,7 @@ def test_parity_holds_for_the_export_and_fails_for_a_different_model(
 
 @pytest.mark.slow
 def test_exported_bundle_loads_and_predicts(bundle: Path, shared_data: Path) -> None:
-    from service.core.pipeline import InferencePipeline
+    from acula.service.core.pipeline import InferencePipeline
 
     manifest = load_manifest(bundle)
     assert manifest.audio.sample_rate == RATE and manifest.audio.window_seconds == 2.0
@@ -201,7 +200,7 @@ def test_exported_bundle_loads_and_predicts(bundle: Path, shared_data: Path) -> 
 
 @pytest.mark.slow
 def test_loader_rejects_a_manifest_that_does_not_match_the_onnx_outputs(bundle: Path, tmp_path: Path) -> None:
-    from service.core.pipeline import InferencePipeline
+    from acula.service.core.pipeline import InferencePipeline
 
     broken = tmp_path / "broken"
     shutil.copytree(bundle, broken)
@@ -254,7 +253,7 @@ def test_text_side_searches_the_report_index_without_torch(
     shared_data: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     """The int8 text encoder + tokenizer embed a report's own text next to that report in the index."""
-    from service.core.pipeline import InferencePipeline
+    from acula.service.core.pipeline import InferencePipeline
 
     records = sprsound_records(shared_data, patients=6)
     reports = reports_for(records)

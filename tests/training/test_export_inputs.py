@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from training.export_inputs import LICENCES, probe_tasks
+from acula.training.export_inputs import LICENCES, probe_tasks
 
 
 @pytest.mark.slow
 def test_probe_tasks_follow_the_benchmark_registry_and_its_splits(shared_data: Path) -> None:
-    from training.bench.tasks import TASKS
-    from training.data import load_records
+    from acula.training.bench.tasks import TASKS
+    from acula.training.data import load_records
 
     records = load_records(shared_data)
     tasks = {task.name: task for task in probe_tasks(records)}
@@ -35,7 +34,7 @@ def test_probe_tasks_follow_the_benchmark_registry_and_its_splits(shared_data: P
 
 
 def test_every_dataset_adapter_has_a_licence() -> None:
-    from training.data import DATASETS
+    from acula.training.data import DATASETS
 
     for dataset in DATASETS:
         assert dataset in LICENCES, dataset

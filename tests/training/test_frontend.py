@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from acula.training.nets.frontend import FrontendConfig, LogMelFrontend, mel_filterbank
 
 from tests.training.onnx_session import export_and_open
-from training.nets.frontend import FrontendConfig, LogMelFrontend, mel_filterbank
 
 torch.set_num_threads(2)
 
@@ -86,7 +86,7 @@ def test_onnx_normalisation_statistics_match_torch_on_long_real_audio(tmp_path, 
     therefore taken in float64. On a minute of real audio (~384,000 log-mel values at 16 kHz) the difference
     was 1.1e-3 with float32 statistics and is 7e-5 with float64 ones (what remains is the float32 DFT in the
     quietest bands, which the log magnifies)."""
-    from service.audio import decode_audio
+    from acula.service.audio import decode_audio
 
     recordings = sorted((shared_data / "sprsound").rglob("*.flac"))[:12]
     wave = np.concatenate([decode_audio(path, 16000).samples for path in recordings])[: 60 * 16000]

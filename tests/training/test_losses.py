@@ -6,9 +6,7 @@ import math
 
 import pytest
 import torch
-from torch.nn import functional as F
-
-from training.losses import (
+from acula.training.losses import (
     ContrastiveLoss,
     cka_loss,
     linear_cka,
@@ -17,6 +15,7 @@ from training.losses import (
     same_text_targets,
     text_ids_for,
 )
+from torch.nn import functional as F
 
 torch.set_num_threads(2)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from acula.training.losses import random_patch_mask
+from acula.training.nets.cnn import CNNConfig
+from acula.training.nets.factory import build_model, load_checkpoint, load_external_weights, save_checkpoint
+from acula.training.nets.frontend import FrontendConfig
+from acula.training.nets.model import ModelConfig, patchify
+from acula.training.nets.vit import ViTConfig
 
 from tests.training.onnx_session import export_and_open
-from training.losses import random_patch_mask
-from training.nets.cnn import CNNConfig
-from training.nets.factory import build_model, load_checkpoint, load_external_weights, save_checkpoint
-from training.nets.frontend import FrontendConfig
-from training.nets.model import ModelConfig, patchify
-from training.nets.vit import ViTConfig
 
 torch.set_num_threads(2)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from training.pipeline import PipelineConfig, Progress, Stage, load_pipeline_config, resolve
+from acula.training.pipeline import PipelineConfig, Progress, Stage, load_pipeline_config, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,8 +78,8 @@ def test_overrides_replace_config_values() -> None:
 @pytest.mark.slow
 def test_pipeline_end_to_end_on_a_small_slice(shared_data: Path, tmp_path: Path) -> None:
     """Every stage on real SPRSound data, with a tiny model and few steps; then a resumed run does nothing."""
-    from service.bundle import load_manifest
-    from training.pipeline import run_pipeline
+    from acula.service.bundle import load_manifest
+    from acula.training.pipeline import run_pipeline
 
     tiny = {
         "datasets": ["sprsound"],

@@ -15,14 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from training.data import load_records
-from training.data.records import Recording
-from training.reports.build import build_reports
-from training.reports.openai_writer import OpenAIWriter
-from training.reports.schema import load_reports
-from training.reports.template import TemplateWriter
-from training.reports.validator import validate
+from acula.training.data import load_records
+from acula.training.data.records import Recording
+from acula.training.reports.build import build_reports
+from acula.training.reports.openai_writer import OpenAIWriter
+from acula.training.reports.schema import load_reports
+from acula.training.reports.template import TemplateWriter
+from acula.training.reports.validator import validate
 
 
 class ChatServer(ThreadingHTTPServer):

@@ -12,15 +12,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from acula.service.cli import full_app
+from acula.training.data import load_records
+from acula.training.reports.openai_writer import OpenAIWriter
+from acula.training.reports.schema import load_reports
+from acula.training.reports.template import TemplateWriter
+from acula.training.reports.validator import validate
 from typer.testing import CliRunner
 
 from tests.training.test_reports_openai import ChatServer, server  # noqa: F401  (the server fixture)
-from training.cli import app
-from training.data import load_records
-from training.reports.openai_writer import OpenAIWriter
-from training.reports.schema import load_reports
-from training.reports.template import TemplateWriter
-from training.reports.validator import validate
+
+app = full_app()
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from training.data import load_records
-from training.data.records import Recording
-from training.reports.facts import fact_sheet
-from training.reports.template import TemplateWriter
-from training.reports.validator import CARE, validate
+from acula.training.data import load_records
+from acula.training.data.records import Recording
+from acula.training.reports.facts import fact_sheet
+from acula.training.reports.template import TemplateWriter
+from acula.training.reports.validator import CARE, validate
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +104,7 @@ def test_names_dates_and_ids_are_caught_in_any_report(records: list[Recording]) 
 
 def test_title_case_clinical_terms_are_not_names() -> None:
     """An LLM may capitalise terms ("Aortic Stenosis"); that must not be rejected as a person's name."""
-    from training.reports.validator import check_identifying_information
+    from acula.training.reports.validator import check_identifying_information
 
     for text in ("Impression: Aortic Stenosis.", "Findings: Fine Crackles, Left Posterior Chest."):
         assert check_identifying_information(text) == [], text

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from acula.service.cli import full_app
+from acula.training.data import load_records
+from acula.training.data.records import Recording
+from acula.training.reports.schema import load_reports
+from acula.training.reports.template import TemplateWriter
 from typer.testing import CliRunner
 
-from training.cli import app
-from training.data import load_records
-from training.data.records import Recording
-from training.reports.schema import load_reports
-from training.reports.template import TemplateWriter
+app = full_app()
 
 
 @pytest.fixture(scope="module")

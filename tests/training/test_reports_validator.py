@@ -7,11 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from training.data import load_records
-from training.data.records import Recording
-from training.reports.template import TemplateWriter
-from training.reports.validator import check_identifying_information, validate
+from acula.training.data import load_records
+from acula.training.data.records import Recording
+from acula.training.reports.template import TemplateWriter
+from acula.training.reports.validator import check_identifying_information, validate
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from pydantic import BaseModel
-
-from training.data.records import Recording
-from training.nets.cnn import CNNConfig
-from training.nets.factory import load_checkpoint
-from training.nets.frontend import FrontendConfig
-from training.nets.model import ModelConfig
-from training.train.config import (
+from acula.training.data.records import Recording
+from acula.training.nets.cnn import CNNConfig
+from acula.training.nets.factory import load_checkpoint
+from acula.training.nets.frontend import FrontendConfig
+from acula.training.nets.model import ModelConfig
+from acula.training.train.config import (
     AlignConfig,
     AlignLossWeights,
     CheckpointConfig,
@@ -26,6 +24,7 @@ from training.train.config import (
     OptimConfig,
     SSLConfig,
 )
+from pydantic import BaseModel
 
 torch.set_num_threads(2)
 
@@ -113,7 +112,7 @@ def test_ssl_then_align_losses_fall(shared_data: Path, tmp_path: Path) -> None:
         checkpoint=CheckpointConfig(every_steps=4),
         **common,
     )
-    from training.train.ssl import run_ssl
+    from acula.training.train.ssl import run_ssl
 
     # Resume: stop at 8 steps, then the same run continues to 16 from last.pt.
     run_ssl(ssl_cfg.model_copy(update={"max_steps": 8}), records=train_side)
@@ -134,7 +133,7 @@ def test_ssl_then_align_losses_fall(shared_data: Path, tmp_path: Path) -> None:
         loss_weights=AlignLossWeights(contrastive=1.0, cka=0.1, masked_spectrogram=0.1),
         **common,
     )
-    from training.train.align import run_align
+    from acula.training.train.align import run_align
 
     aligned_path = run_align(align_cfg, records=records, reports=_reports(records))
     rows = _rows(tmp_path / "align" / "metrics.jsonl")
@@ -151,7 +150,7 @@ def test_ssl_then_align_losses_fall(shared_data: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_align_refuses_test_side_pairs_only(shared_data: Path, tmp_path: Path) -> None:
-    from training.train.align import run_align
+    from acula.training.train.align import run_align
 
     records = [r for r in _sprsound_records(shared_data, per_split=4) if not r.is_training_side]
     cfg = AlignConfig(out_dir=tmp_path / "a", model=_tiny_model(), max_steps=1, progress=False)
@@ -163,7 +162,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_configs_validate_and_overrides_apply() -> None:
-    from training.train.config import load_config
+    from acula.training.train.config import load_config
 
     ssl = load_config(REPO / "configs" / "ssl.toml", SSLConfig, {"epochs": 1, "data.batch_size": 4})
     assert ssl.epochs == 1 and ssl.data.batch_size == 4 and ssl.mask_ratio == 0.7
@@ -173,7 +172,7 @@ def test_shipped_configs_validate_and_overrides_apply() -> None:
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:
-    from training.train.config import load_config
+    from acula.training.train.config import load_config
 
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = 2\nlearning_rate = 0.1\n")
@@ -184,7 +183,7 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_cli_overrides_parse_toml_scalars() -> None:
-    from training.commands.train import _overrides
+    from acula.training.commands.train import _overrides
 
     assert _overrides(["epochs=2", "optim.lr=1e-3", "data.root=../x", "progress=false"]) == {
         "epochs": 2,
@@ -197,10 +196,10 @@ def test_cli_overrides_parse_toml_scalars() -> None:
 @pytest.mark.parametrize("encoder", ["cnn", "vit"])
 def test_objectives_fit_a_fixed_batch(encoder: str) -> None:
     """Both encoders learn: SSL and alignment losses fall when one small batch is repeated."""
-    from training.nets.factory import build_model
-    from training.nets.vit import ViTConfig
-    from training.train.align import AlignObjective
-    from training.train.ssl import SSLObjective
+    from acula.training.nets.factory import build_model
+    from acula.training.nets.vit import ViTConfig
+    from acula.training.train.align import AlignObjective
+    from acula.training.train.ssl import SSLObjective
 
     torch.manual_seed(0)
     config = _tiny_model().model_copy(update={"encoder": encoder, "text_dim": 12})
@@ -242,7 +241,7 @@ def _record(rid: str, split: str, audio: bool = True) -> Recording:
 
 
 def test_pairs_keep_sides_apart_and_share_identical_texts() -> None:
-    from training.train.pairs import build_pairs
+    from acula.training.train.pairs import build_pairs
 
     records = [
         _record("a", "train"),
@@ -268,8 +267,7 @@ def test_pairs_keep_sides_apart_and_share_identical_texts() -> None:
 
 def test_recall_and_chance() -> None:
     import numpy as np
-
-    from training.train.retrieval import chance_recall, recall_at_k
+    from acula.training.train.retrieval import chance_recall, recall_at_k
 
     gallery = np.eye(4, dtype=np.float32)
     queries = np.array([[1, 0.1, 0, 0], [0, 0.9, 0.1, 0], [0, 0.2, 0, 1]], dtype=np.float32)

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from training.bench.metrics import score_task
-from training.bench.opera import OperaConfig, opera_probe
-from training.bench.probes import ProbeOutput, linear_probe
-from training.bench.tasks import EvalSplit, TaskData
+from acula.training.bench.metrics import score_task
+from acula.training.bench.opera import OperaConfig, opera_probe
+from acula.training.bench.probes import ProbeOutput, linear_probe
+from acula.training.bench.tasks import EvalSplit, TaskData
 
 DEFAULT_OPERA = OperaConfig()
 

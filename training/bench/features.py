@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-from service.bundle import AudioContract
-from service.core.windowing import cut_windows, l2_normalise, pool_windows
-from training.data.records import Recording
+from acula.service.bundle import AudioContract
+from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows
+from acula.training.data.records import Recording
 
 
 def recording_key(rec: Recording) -> str:
@@ -112,9 +111,8 @@ class WindowEncoder:
         raise NotImplementedError
 
     def extract(self, records: list[Recording], cache_root: Path, progress: bool = True) -> FeatureTable:
+        from acula.training.train.audio_dataset import AudioCache
         from tqdm import tqdm
-
-        from training.train.audio_dataset import AudioCache
 
         cache = FeatureCache(cache_root, self.key, self.describe())
         audio = AudioCache(cache_root, self.contract.sample_rate)
@@ -182,7 +180,7 @@ class TorchEncoder(WindowEncoder):
 
     @classmethod
     def from_checkpoint(cls, path: Path, name: str | None = None, window_seconds: float | None = None):
-        from training.nets.factory import load_checkpoint, read_checkpoint
+        from acula.training.nets.factory import load_checkpoint, read_checkpoint
 
         path = Path(path)
         payload = read_checkpoint(path)
@@ -198,8 +196,7 @@ class TorchEncoder(WindowEncoder):
     def random_init(cls, config, seed: int = 0, window_seconds: float = 4.0, name: str = "random-init"):
         """The same architecture with random weights: the floor every trained row must clear."""
         import torch
-
-        from training.nets.factory import build_model
+        from acula.training.nets.factory import build_model
 
         torch.manual_seed(seed)
         model = build_model(config)
@@ -235,7 +232,7 @@ class BundleEncoder(WindowEncoder):
     """A model bundle through ``service.core.pipeline.InferencePipeline`` (ONNX, the manifest's contract)."""
 
     def __init__(self, bundle_dir: Path, name: str | None = None, threads: int = 2) -> None:
-        from service.core.pipeline import InferencePipeline
+        from acula.service.core.pipeline import InferencePipeline
 
         self.pipeline = InferencePipeline.from_bundle(
             Path(bundle_dir), provider="cpu", intra_op_threads=threads, max_batch_size=self.batch_windows

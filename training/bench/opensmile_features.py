@@ -15,9 +15,8 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
-
-from training.bench.features import FeatureCache, FeatureTable, recording_key
-from training.data.records import Recording
+from acula.training.bench.features import FeatureCache, FeatureTable, recording_key
+from acula.training.data.records import Recording
 
 _SMILE = None  # one openSMILE instance per worker process
 
@@ -41,7 +40,7 @@ def egemaps(samples: np.ndarray, rate: int) -> np.ndarray:
 
 def _one(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, str]:
     """Worker: ``(key, path, native rate)`` -> ``(key, features or None, error)``."""
-    from service.audio import decode_audio
+    from acula.service.audio import decode_audio
 
     key, path, rate = job
     try:

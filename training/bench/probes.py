@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
-from training.bench.metrics import TaskKind, higher_is_better, score_task
+from acula.training.bench.metrics import TaskKind, higher_is_better, score_task
 
 ProbeName = Literal["logistic", "opera"]
 LOGISTIC_C = (0.001, 0.01, 0.1, 1.0)

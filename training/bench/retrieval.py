@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from training.bench.metrics import TaskKind, score_task
+from acula.training.bench.metrics import TaskKind, score_task
 
 
 @dataclass

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from training.bench.evaluate import SchemeResult, evaluate_task
-from training.bench.features import (
+from acula.training.bench.evaluate import SchemeResult, evaluate_task
+from acula.training.bench.features import (
     BundleEncoder,
     FeatureSource,
     FeatureTable,
@@ -27,10 +26,10 @@ from training.bench.features import (
     default_name,
     recording_key,
 )
-from training.bench.metrics import metric_name, one_hot
-from training.bench.opera import OperaConfig
-from training.bench.tasks import Task, TaskData, get_tasks, is_test_side, task_data
-from training.data.records import Recording
+from acula.training.bench.metrics import metric_name, one_hot
+from acula.training.bench.opera import OperaConfig
+from acula.training.bench.tasks import Task, TaskData, get_tasks, is_test_side, task_data
+from acula.training.data.records import Recording
 
 
 @dataclass
@@ -56,7 +55,7 @@ def parse_encoder(spec: str, threads: int, window_seconds: float | None) -> Feat
     name, _, target = spec.rpartition("=")
     name = name or None
     if target == "opensmile":
-        from training.bench.opensmile_features import OpenSmileSource
+        from acula.training.bench.opensmile_features import OpenSmileSource
 
         return OpenSmileSource(workers=threads, name=name or "opensmile")
     path = Path(target)
@@ -70,7 +69,7 @@ def parse_encoder(spec: str, threads: int, window_seconds: float | None) -> Feat
 def build_sources(config: BenchConfig) -> list[FeatureSource]:
     sources = [parse_encoder(spec, config.threads, config.window_seconds) for spec in config.encoders]
     if config.random_init:
-        from training.nets.model import ModelConfig
+        from acula.training.nets.model import ModelConfig
 
         template = next((s for s in sources if isinstance(s, TorchEncoder)), None)
         model_config = template.model.config if template is not None else ModelConfig()
@@ -89,7 +88,7 @@ def text_embedder(source: FeatureSource, cache_root: Path) -> Callable[[list[str
     if isinstance(source, BundleEncoder):
         return source.embed_texts if source.pipeline.text_encoder is not None else None
     if isinstance(source, TorchEncoder) and source.text_head is not None:
-        from training.teacher import TeacherCache, TeacherSpec, load_teacher
+        from acula.training.teacher import TeacherCache, TeacherSpec, load_teacher
 
         spec = TeacherSpec.model_validate(source.teacher_spec) if source.teacher_spec else TeacherSpec()
         cache = TeacherCache(load_teacher(spec), cache_root / "teacher")
@@ -99,7 +98,7 @@ def text_embedder(source: FeatureSource, cache_root: Path) -> Callable[[list[str
 
 def test_side_reports(path: Path) -> dict[str, list[str]]:
     """``dataset/recording_id`` -> report texts, for TEST-side reports only."""
-    from training.train.pairs import read_reports
+    from acula.training.train.pairs import read_reports
 
     out: dict[str, list[str]] = {}
     for report in read_reports(path):
@@ -126,7 +125,7 @@ class Runner:
     """Holds the sources, feature tables and results of one ``acula bench`` run."""
 
     def __init__(self, config: BenchConfig, log: Callable[[str], None] = print) -> None:
-        from training.train.audio_dataset import default_cache_dir
+        from acula.training.train.audio_dataset import default_cache_dir
 
         self.config = config
         self.log = log
@@ -153,14 +152,14 @@ class Runner:
         self.timings["total"] = time.perf_counter() - started
         self.timings["cpu/total"] = cpu_seconds() - cpu
         self.results["meta"] = self._meta(sources, tables, datas)
-        from training.bench.report import write_report
+        from acula.training.bench.report import write_report
 
         write_report(self.out, self.results)
         return self.results
 
     # --- stages ---------------------------------------------------------------------------------------------
     def _task_data(self, tasks: list[Task]) -> list[TaskData]:
-        from training.data import load_records
+        from acula.training.data import load_records
 
         datasets = sorted({t.dataset for t in tasks})
         records: list[Recording] = load_records(self.config.root, datasets=datasets)
@@ -227,7 +226,7 @@ class Runner:
         torch.set_num_threads(torch_threads)
 
     def _roc(self, data: TaskData, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        from training.bench.plots import roc_figure
+        from acula.training.bench.plots import roc_figure
 
         task = data.task
         prepared, names = {}, []
@@ -239,7 +238,7 @@ class Runner:
         self.results["plots"].setdefault(task.name, []).append(str(path.relative_to(self.out)))
 
     def _map(self, data: TaskData, source: str, x: np.ndarray) -> None:
-        from training.bench.plots import embedding_map, project_2d
+        from acula.training.bench.plots import embedding_map, project_2d
 
         task = data.task
         rows = np.asarray([i for i, r in enumerate(data.records) if is_test_side(r)], dtype=int)
@@ -257,7 +256,7 @@ class Runner:
     def _joint_space(
         self, datas: list[TaskData], sources: list[FeatureSource], tables: dict[str, FeatureTable]
     ):
-        from training.bench.retrieval import build_gallery, retrieval_metrics, zero_shot_auroc
+        from acula.training.bench.retrieval import build_gallery, retrieval_metrics, zero_shot_auroc
 
         reports = test_side_reports(self.config.reports) if self.config.reports is not None else {}
         for source in sources:

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
-from training.bench.metrics import TaskKind
-from training.data.records import Recording
+from acula.training.bench.metrics import TaskKind
+from acula.training.data.records import Recording
 
 Scheme = Literal["official", "grouped-cv", "lodo"]
 Label = int | float | tuple[int, ...]

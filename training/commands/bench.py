@@ -78,8 +78,8 @@ def register(app: typer.Typer) -> None:
         """Probe frozen embeddings on every task; retrieval and zero-shot for aligned encoders."""
         import dataclasses
 
-        from training.bench.opera import OperaConfig
-        from training.bench.runner import BenchConfig, run_bench
+        from acula.training.bench.opera import OperaConfig
+        from acula.training.bench.runner import BenchConfig, run_bench
 
         names = [name for item in tasks or [] for name in item.split(",") if name]
         probes = ("logistic", "opera") if probe is ProbeChoice.both else (probe.value,)

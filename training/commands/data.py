@@ -31,8 +31,8 @@ def summary(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Per dataset: recordings, subjects, hours and label counts per split, and what was skipped."""
-    from training.data import load_datasets
-    from training.data.summary import summarize
+    from acula.training.data import load_datasets
+    from acula.training.data.summary import summarize
 
     report = summarize(load_datasets(root, datasets))
     if as_json:
@@ -75,7 +75,7 @@ def splits_command(
     on one side must never see its test subjects move); only new subjects are dealt. ``--fresh`` re-deals
     everything: use it only before anything has been trained or benchmarked on the old file.
     """
-    from training.data import load_datasets, splits
+    from acula.training.data import load_datasets, splits
 
     results = load_datasets(root, datasets, apply_splits=False)
     keep = {} if fresh else splits.read(splits.DEFAULT_FILE)

@@ -31,10 +31,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export ONNX (parity-checked), probes, the report index and the model card into a bundle."""
         import torch
-
-        from training.export import ExportOptions, export_bundle
-        from training.export_inputs import gather
-        from training.export_onnx import ExportError
+        from acula.training.export import ExportOptions, export_bundle
+        from acula.training.export_inputs import gather
+        from acula.training.export_onnx import ExportError
 
         if index not in ("flat", "hnsw", "ivf"):
             raise typer.BadParameter("--index must be flat, hnsw or ivf")

@@ -28,8 +28,8 @@ def register(app: typer.Typer) -> None:
         ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     ) -> None:
         """Reports -> SSL -> alignment -> probes + export -> benchmark; finished stages are skipped."""
-        from training.commands.train import _overrides
-        from training.pipeline import load_pipeline_config, run_pipeline
+        from acula.training.commands.train import _overrides
+        from acula.training.pipeline import load_pipeline_config, run_pipeline
 
         cfg = load_pipeline_config(config, _overrides(set_))
         if work_dir is not None:

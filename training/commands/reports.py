@@ -40,21 +40,20 @@ def build(
     cache: Annotated[Path, typer.Option(help="openai: response cache folder.")] = Path(".acula-cache/llm"),
 ) -> None:
     """Write one report per recording (template by default; ``--backend openai`` reads ACULA_LLM_*)."""
+    from acula.training.data import load_records
+    from acula.training.reports.build import build_reports
+    from acula.training.reports.template import TemplateWriter
     from rich.progress import Progress
 
-    from training.data import load_records
-    from training.reports.build import build_reports
-    from training.reports.template import TemplateWriter
-
     records = load_records(root, datasets)
-    from training.reports.schema import ReportWriter
+    from acula.training.reports.schema import ReportWriter
 
     template = TemplateWriter(seed)
     writer: ReportWriter
     if backend == "template":
         writer = template
     elif backend == "openai":
-        from training.reports.openai_writer import OpenAIWriter
+        from acula.training.reports.openai_writer import OpenAIWriter
 
         try:
             writer = OpenAIWriter.from_env(fallback=template, cache_dir=cache, concurrency=concurrency)
@@ -81,9 +80,9 @@ def validate_command(
     root: RootOption = Path("../shared/data"),
 ) -> None:
     """Check every report against its recording's metadata; exit 1 when any fails."""
-    from training.data import load_records
-    from training.reports.schema import iter_reports
-    from training.reports.validator import validate
+    from acula.training.data import load_records
+    from acula.training.reports.schema import iter_reports
+    from acula.training.reports.validator import validate
 
     records = {(r.dataset, r.recording_id): r for r in load_records(root)}
     reasons: Counter[str] = Counter()
@@ -108,8 +107,8 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Reports, distinct sentences and vocabulary size of a corpus."""
-    from training.reports.build import corpus_stats
-    from training.reports.schema import iter_reports
+    from acula.training.reports.build import corpus_stats
+    from acula.training.reports.schema import iter_reports
 
     result = corpus_stats(iter_reports(reports))
     if as_json:

@@ -38,8 +38,8 @@ def register(app: typer.Typer) -> None:
     @sub.command("ssl")
     def ssl_command(config: Path = config_opt, set_: list[str] = set_opt) -> None:
         """Masked spectrogram pretraining on the training-side audio of every dataset."""
-        from training.train.config import SSLConfig, load_config
-        from training.train.ssl import run_ssl
+        from acula.training.train.config import SSLConfig, load_config
+        from acula.training.train.ssl import run_ssl
 
         cfg = load_config(config, SSLConfig, _overrides(set_))
         final = run_ssl(cfg)
@@ -48,8 +48,8 @@ def register(app: typer.Typer) -> None:
     @sub.command("align")
     def align_command(config: Path = config_opt, set_: list[str] = set_opt) -> None:
         """Align the SSL encoder to a frozen text teacher's embeddings of the training-side reports."""
-        from training.train.align import run_align
-        from training.train.config import AlignConfig, load_config
+        from acula.training.train.align import run_align
+        from acula.training.train.config import AlignConfig, load_config
 
         cfg = load_config(config, AlignConfig, _overrides(set_))
         final = run_align(cfg)

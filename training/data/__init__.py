@@ -12,9 +12,18 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from training.data import bmd_hs, circor2022, coswara, hls_cmds, icbhi2017, physionet2016, splits, sprsound
-from training.data.common import AdapterResult, Skipped
-from training.data.records import Recording
+from acula.training.data import (
+    bmd_hs,
+    circor2022,
+    coswara,
+    hls_cmds,
+    icbhi2017,
+    physionet2016,
+    splits,
+    sprsound,
+)
+from acula.training.data.common import AdapterResult, Skipped
+from acula.training.data.records import Recording
 
 log = logging.getLogger("acula.data")
 

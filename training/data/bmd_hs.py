@@ -15,9 +15,7 @@ import csv
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from training.data.common import (
+from acula.training.data.common import (
     AdapterResult,
     Sex,
     index_audio,
@@ -26,7 +24,8 @@ from training.data.common import (
     read_header_or_skip,
     require_dir,
 )
-from training.data.records import Recording
+from acula.training.data.records import Recording
+from pydantic import BaseModel, ConfigDict
 
 NAME = "bmd_hs"
 VALVES = ("AS", "AR", "MR", "MS")

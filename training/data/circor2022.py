@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from acula.training.data.common import AdapterResult, Sex, parse_float, parse_sex, require_dir
+from acula.training.data.records import Recording
 from pydantic import BaseModel, ConfigDict
-
-from training.data.common import AdapterResult, Sex, parse_float, parse_sex, require_dir
-from training.data.records import Recording
 
 NAME = "circor2022"
 LOCATIONS = {

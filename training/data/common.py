@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from training.data.records import Recording
+from acula.training.data.records import Recording
 
 log = logging.getLogger("acula.data")
 

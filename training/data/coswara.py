@@ -19,9 +19,7 @@ import csv
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
-from training.data.common import (
+from acula.training.data.common import (
     AdapterResult,
     Sex,
     is_silent,
@@ -30,7 +28,8 @@ from training.data.common import (
     read_header_or_skip,
     require_dir,
 )
-from training.data.records import Recording
+from acula.training.data.records import Recording
+from pydantic import BaseModel, ConfigDict
 
 NAME = "coswara"
 # The 2020-04-13 collection holds 22 files whose every sample is zero (failed captures) besides 8 empty

@@ -16,10 +16,16 @@ import csv
 from pathlib import Path
 from typing import Literal
 
+from acula.training.data.common import (
+    AdapterResult,
+    Sex,
+    index_audio,
+    parse_sex,
+    read_header_or_skip,
+    require_dir,
+)
+from acula.training.data.records import Recording
 from pydantic import BaseModel, ConfigDict
-
-from training.data.common import AdapterResult, Sex, index_audio, parse_sex, read_header_or_skip, require_dir
-from training.data.records import Recording
 
 NAME = "hls_cmds"
 LANDMARKS = {

@@ -13,10 +13,9 @@ import csv
 from pathlib import Path
 from typing import Literal
 
+from acula.training.data.common import AdapterResult, index_audio, read_header_or_skip, require_dir
+from acula.training.data.records import Recording
 from pydantic import BaseModel, ConfigDict
-
-from training.data.common import AdapterResult, index_audio, read_header_or_skip, require_dir
-from training.data.records import Recording
 
 NAME = "physionet2016"
 

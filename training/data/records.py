@@ -26,7 +26,7 @@ class Recording(BaseModel):
     audio_path: Path | None = Field(description="Absolute path to the audio file; None when there is none.")
     native_rate: int | None = Field(description="Sample rate of the file as stored, Hz.")
     duration_s: float | None = Field(description="Duration of the file as stored, seconds.")
-    split: Split = Field(description="Subject-level split, from training.data.splits.")
+    split: Split = Field(description="Subject-level split, from acula.training.data.splits.")
     fold: int | None = Field(None, description="Subject-level cross-validation fold (0..4) where defined.")
     site: str | None = Field(None, description="Chest/body site, normalised (e.g. 'left posterior chest').")
     metadata: BaseModel = Field(description="Dataset-specific typed metadata model.")

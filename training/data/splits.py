@@ -24,8 +24,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from training.data.common import stable_fraction
-from training.data.records import Recording, Split
+from acula.training.data.common import stable_fraction
+from acula.training.data.records import Recording, Split
 
 SALT = "acula-splits-v1"
 TEST_FRACTION = 0.3

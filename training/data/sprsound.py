@@ -17,10 +17,16 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from acula.training.data.common import (
+    AdapterResult,
+    Sex,
+    index_audio,
+    parse_sex,
+    read_header_or_skip,
+    require_dir,
+)
+from acula.training.data.records import Recording, Split
 from pydantic import BaseModel, ConfigDict
-
-from training.data.common import AdapterResult, Sex, index_audio, parse_sex, read_header_or_skip, require_dir
-from training.data.records import Recording, Split
 
 NAME = "sprsound"
 RecordLabel = Literal["Normal", "CAS", "DAS", "CAS & DAS", "Poor Quality"]

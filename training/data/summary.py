@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from training.data.common import AdapterResult
-from training.data.records import Recording
+from acula.training.data.common import AdapterResult
+from acula.training.data.records import Recording
 
 # Which labels are counted per dataset (categorical ones; a list label counts each element).
 SUMMARY_LABELS: dict[str, tuple[str, ...]] = {

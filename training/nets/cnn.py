@@ -9,10 +9,9 @@ frequency bands for :class:`~training.nets.heads.FrequencyPreservingPool`. One g
 from __future__ import annotations
 
 import torch
+from acula.training.nets.heads import FrequencyPreservingPool
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-
-from training.nets.heads import FrequencyPreservingPool
 
 
 class CNNConfig(BaseModel):

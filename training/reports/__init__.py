@@ -6,7 +6,7 @@ dataset, split, text, facts, writer, model, prompt_hash, labels).
 
 from __future__ import annotations
 
-from training.reports.schema import (
+from acula.training.reports.schema import (
     Report,
     ReportRow,
     ReportWriter,

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.data.records import Recording
-from training.reports.schema import Report, ReportRow, ReportWriter, append_reports, iter_reports
-from training.reports.validator import validate
+from acula.training.data.records import Recording
+from acula.training.reports.schema import Report, ReportRow, ReportWriter, append_reports, iter_reports
+from acula.training.reports.validator import validate
 
 
 @dataclass

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from training.data.bmd_hs import DISEASE_NAMES, BmdMeta
-from training.data.circor2022 import LOCATIONS, CirCorMeta
-from training.data.coswara import CoswaraMeta
-from training.data.hls_cmds import HlsMeta
-from training.data.icbhi2017 import IcbhiMeta
-from training.data.physionet2016 import PhysioNetMeta
-from training.data.records import Recording
-from training.data.sprsound import SprSoundMeta
-from training.reports.vocabulary import closure
+from acula.training.data.bmd_hs import DISEASE_NAMES, BmdMeta
+from acula.training.data.circor2022 import LOCATIONS, CirCorMeta
+from acula.training.data.coswara import CoswaraMeta
+from acula.training.data.hls_cmds import HlsMeta
+from acula.training.data.icbhi2017 import IcbhiMeta
+from acula.training.data.physionet2016 import PhysioNetMeta
+from acula.training.data.records import Recording
+from acula.training.data.sprsound import SprSoundMeta
+from acula.training.reports.vocabulary import closure
 
 SPR_EVENTS = {
     "Rhonchi": ("finding:rhonchi",),

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from training.data.records import Recording
-from training.reports.facts import fact_sheet
-from training.reports.schema import Report
-from training.reports.template import TemplateWriter
-from training.reports.validator import validate_text
-from training.reports.vocabulary import mentions
+from acula.training.data.records import Recording
+from acula.training.reports.facts import fact_sheet
+from acula.training.reports.schema import Report
+from acula.training.reports.template import TemplateWriter
+from acula.training.reports.validator import validate_text
+from acula.training.reports.vocabulary import mentions
 
 log = logging.getLogger("acula.reports")
 

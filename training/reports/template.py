@@ -12,16 +12,16 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 
-from training.data.bmd_hs import DISEASE_NAMES, BmdMeta
-from training.data.circor2022 import LOCATIONS, CirCorMeta
-from training.data.coswara import CoswaraMeta
-from training.data.hls_cmds import HlsMeta
-from training.data.icbhi2017 import IcbhiMeta
-from training.data.physionet2016 import PhysioNetMeta
-from training.data.records import Recording
-from training.data.sprsound import SprSoundMeta
-from training.reports.facts import HLS_HEART, HLS_LUNG, SPR_EVENTS
-from training.reports.schema import Report
+from acula.training.data.bmd_hs import DISEASE_NAMES, BmdMeta
+from acula.training.data.circor2022 import LOCATIONS, CirCorMeta
+from acula.training.data.coswara import CoswaraMeta
+from acula.training.data.hls_cmds import HlsMeta
+from acula.training.data.icbhi2017 import IcbhiMeta
+from acula.training.data.physionet2016 import PhysioNetMeta
+from acula.training.data.records import Recording
+from acula.training.data.sprsound import SprSoundMeta
+from acula.training.reports.facts import HLS_HEART, HLS_LUNG, SPR_EVENTS
+from acula.training.reports.schema import Report
 
 MODEL = "template-v1"
 HLS_HEART_TEXT = {

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from training.data.records import Recording
-from training.reports.facts import FactSheet, fact_sheet
-from training.reports.vocabulary import ages, closure, mentions
+from acula.training.data.records import Recording
+from acula.training.reports.facts import FactSheet, fact_sheet
+from acula.training.reports.vocabulary import ages, closure, mentions
 
 # Reason codes (stable: tests, logs and the build summary use them).
 KIND_REASONS = {

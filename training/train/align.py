@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from acula.training.data.records import Recording
+from acula.training.losses import ContrastiveLoss, cka_loss, masked_spectrogram_loss, random_patch_mask
+from acula.training.nets.factory import build_model, load_checkpoint
+from acula.training.nets.model import AculaAudioModel
+from acula.training.teacher import TeacherCache, load_teacher
+from acula.training.train.audio_dataset import AudioCache, default_cache_dir
+from acula.training.train.config import AlignConfig
+from acula.training.train.loop import param_groups, train
+from acula.training.train.pairs import PairDataset, build_pairs, read_reports
+from acula.training.train.ssl import float32_logmel, subset
 from torch import nn
-
-from training.data.records import Recording
-from training.losses import ContrastiveLoss, cka_loss, masked_spectrogram_loss, random_patch_mask
-from training.nets.factory import build_model, load_checkpoint
-from training.nets.model import AculaAudioModel
-from training.teacher import TeacherCache, load_teacher
-from training.train.audio_dataset import AudioCache, default_cache_dir
-from training.train.config import AlignConfig
-from training.train.loop import param_groups, train
-from training.train.pairs import PairDataset, build_pairs, read_reports
-from training.train.ssl import float32_logmel, subset
 
 
 class AlignObjective(nn.Module):
@@ -101,7 +100,7 @@ def run_align(
     """Align; returns ``<run_dir>/final.pt``. ``records``/``reports`` override loading from the config."""
     all_records = records
     if all_records is None:
-        from training.data import load_records
+        from acula.training.data import load_records
 
         all_records = load_records(Path(config.data.root), config.data.datasets)
     if reports is None:
@@ -159,7 +158,7 @@ def evaluate(
     audio_cache: AudioCache,
 ) -> dict[str, dict[str, float]] | None:
     """Test-side audio -> report recall@k, starting checkpoint vs aligned; writes ``retrieval.json``."""
-    from training.train.retrieval import retrieval_report
+    from acula.training.train.retrieval import retrieval_report
 
     test_pairs = build_pairs(records, reports, "test")
     test_pairs = test_pairs.keep(audio_cache.prepare(test_pairs.records, progress=config.progress))

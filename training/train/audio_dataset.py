@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from acula.training.data.records import Recording
 from torch.utils.data import Dataset
-
-from training.data.records import Recording
 
 
 def default_cache_dir() -> Path:
@@ -30,7 +29,7 @@ def default_cache_dir() -> Path:
 def decoder_name() -> str:
     """Which decoder ``decode`` uses; part of the cache key, so switching decoders rebuilds the cache."""
     try:
-        import service.audio  # noqa: F401
+        import acula.service.audio  # noqa: F401
     except ImportError:
         return "soundfile-soxr"
     return "service.audio"
@@ -40,7 +39,7 @@ def decode(path: Path, rate: int) -> np.ndarray:
     """Mono float32 samples at ``rate`` through the project's one audio path (``service.audio``)."""
     if decoder_name() == "soundfile-soxr":  # the service audio module is not installed: the same, inline
         return _decode_fallback(path, rate)
-    from service.audio import decode_audio
+    from acula.service.audio import decode_audio
 
     return np.asarray(decode_audio(Path(path), target_rate=rate).samples, dtype=np.float32)
 

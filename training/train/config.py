@@ -11,10 +11,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from acula.training.nets.model import ModelConfig
+from acula.training.teacher import TeacherSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from training.nets.model import ModelConfig
-from training.teacher import TeacherSpec
 
 
 class _Base(BaseModel):

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from acula.training.nets.factory import save_checkpoint
+from acula.training.nets.model import AculaAudioModel
+from acula.training.train.config import TrainConfig
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-
-from training.nets.factory import save_checkpoint
-from training.nets.model import AculaAudioModel
-from training.train.config import TrainConfig
 
 
 def seed_everything(seed: int) -> None:

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from training.data.records import Recording
-from training.train.audio_dataset import AudioCache, CropDataset
+from acula.training.data.records import Recording
+from acula.training.train.audio_dataset import AudioCache, CropDataset
 
 
 def _field(report: Any, name: str) -> Any:
@@ -30,7 +29,7 @@ def read_reports(path: Path) -> list[Any]:
     if not path.is_file():
         raise FileNotFoundError(f"reports file {path} does not exist: write it with `acula reports write`")
     try:
-        from training.reports import load_reports  # type: ignore[attr-defined]
+        from acula.training.reports import load_reports  # type: ignore[attr-defined]
     except ImportError:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return list(load_reports(path))

@@ -17,12 +17,11 @@ from math import comb
 
 import numpy as np
 import torch
-
-from service.bundle import AudioContract
-from service.core.windowing import cut_windows, l2_normalise, pool_windows
-from training.nets.model import AculaAudioModel
-from training.train.audio_dataset import AudioCache
-from training.train.pairs import Pairs
+from acula.service.bundle import AudioContract
+from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows
+from acula.training.nets.model import AculaAudioModel
+from acula.training.train.audio_dataset import AudioCache
+from acula.training.train.pairs import Pairs
 
 
 @torch.no_grad()

@@ -11,15 +11,14 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from acula.training.data.records import Recording
+from acula.training.losses import masked_spectrogram_loss, random_patch_mask
+from acula.training.nets.factory import build_model, load_external_weights
+from acula.training.nets.model import AculaAudioModel
+from acula.training.train.audio_dataset import AudioCache, CropDataset
+from acula.training.train.config import SSLConfig
+from acula.training.train.loop import param_groups, train
 from torch import nn
-
-from training.data.records import Recording
-from training.losses import masked_spectrogram_loss, random_patch_mask
-from training.nets.factory import build_model, load_external_weights
-from training.nets.model import AculaAudioModel
-from training.train.audio_dataset import AudioCache, CropDataset
-from training.train.config import SSLConfig
-from training.train.loop import param_groups, train
 
 T = TypeVar("T")
 
@@ -53,7 +52,7 @@ def training_side_records(
 ) -> list[Recording]:
     """Every training-side recording with audio (optionally a seeded random subset)."""
     try:
-        from training.data import load_records
+        from acula.training.data import load_records
     except ImportError as exc:
         raise RuntimeError(
             "training.data.load_records is not available: the dataset adapters are missing"

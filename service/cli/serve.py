@@ -1,8 +1,8 @@
 """``acula serve --bundle DIR``: run the inference service under uvicorn (torch-free).
 
 Command-line options override ``ACULA_*`` environment variables, which override the defaults in
-:class:`service.settings.Settings`. One uvicorn worker: scale with replicas, so Prometheus sees one registry
-per process. On SIGTERM readiness turns false first; after ``drain_delay_s`` uvicorn stops accepting
+:class:`acula.service.settings.Settings`. One uvicorn worker: scale with replicas, so Prometheus sees one
+registry per process. On SIGTERM readiness turns false first; after ``drain_delay_s`` uvicorn stops accepting
 connections, lets in-flight requests finish (up to ``graceful_shutdown_s``) and then the batcher drains.
 """
 
@@ -13,17 +13,6 @@ from typing import Annotated, Any
 
 import typer
 
-DEFAULT_BUNDLE = Path("models/acula-default")
-
-
-def missing_bundle_message(bundle: Path) -> str:
-    if bundle.resolve() == DEFAULT_BUNDLE.resolve():
-        return (
-            f"no default bundle exists yet at {bundle}: build one with `make train-default` "
-            "(or `acula export --checkpoint CKPT --reports reports.jsonl --out models/acula-default`)"
-        )
-    return f"bundle folder {bundle} does not exist (build one with `acula export` or `make train-default`)"
-
 
 def build_server(settings: Any) -> Any:
     """A uvicorn Server for ``settings`` whose SIGTERM handling flips readiness before draining."""
@@ -31,8 +20,7 @@ def build_server(settings: Any) -> Any:
     import threading
 
     import uvicorn
-
-    from service.app import create_app
+    from acula.service.app import create_app
 
     app = create_app(settings)
     config = uvicorn.Config(
@@ -92,11 +80,10 @@ def serve(
     ] = None,
 ) -> None:
     """Serve a model bundle over HTTP: /predict, /similar-reports, /embed, /healthz, /readyz, /metrics."""
+    from acula.service.bundle import BundleError, load_manifest, missing_bundle_message
+    from acula.service.logging import configure_logging
+    from acula.service.settings import Settings
     from pydantic import ValidationError
-
-    from service.bundle import BundleError, load_manifest
-    from service.logging import configure_logging
-    from service.settings import Settings
 
     overrides = {
         key: value

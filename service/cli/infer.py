@@ -1,6 +1,6 @@
 """``acula embed`` and ``acula predict``: the service's inference pipeline, from the command line.
 
-Both build :class:`service.core.pipeline.InferencePipeline` exactly as the service does (same decoding,
+Both build the Python API (:mod:`acula.service.model`) exactly as the service does (same decoding,
 windowing, encoder batch size, pooling and probes) and ``predict --json`` prints the service's
 ``PredictResponse``, so the CLI and the HTTP API cannot disagree. Torch-free.
 
@@ -16,31 +16,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from acula.service.bundle import DEFAULT_BUNDLE
 
 
-def _pipeline(bundle: Path, provider: str, threads: int, max_batch_size: int | None) -> Any:
-    from service.bundle import BundleError
-    from service.core.pipeline import InferencePipeline
-    from service.settings import Settings
+def _model(bundle: Path, provider: str, threads: int) -> Any:
+    """The bundle opened through the Python API, with the service's settings (``ACULA_*``) for the rest."""
+    from acula.service.bundle import BundleError, missing_bundle_message
+    from acula.service.model import AculaModel
 
     if not bundle.is_dir():
-        from training.commands.serve import missing_bundle_message
-
         typer.echo(f"error: {missing_bundle_message(bundle)}", err=True)
         raise typer.Exit(2)
-    defaults = Settings(bundle=bundle)  # same defaults (and ACULA_* overrides) as the service
+    overrides: dict[str, Any] = {"provider": provider}
+    if (
+        threads
+    ):  # else the service's threads per batch: onnxruntime's sums, hence the last digits, depend on them
+        overrides["intra_op_threads"] = threads
     try:
-        return InferencePipeline.from_bundle(
-            bundle,
-            provider=provider,  # type: ignore[arg-type]
-            # The service's threads per batch: onnxruntime's sums, hence the last digits, depend on them.
-            intra_op_threads=threads or defaults.intra_op_threads,
-            inter_op_threads=defaults.inter_op_threads,
-            max_batch_size=max_batch_size or defaults.max_batch_size,
-            max_audio_seconds=defaults.max_audio_seconds,
-            max_upload_bytes=defaults.max_upload_bytes,
-            faiss_threads=defaults.faiss_threads,
-        )
+        return AculaModel.load(bundle, **overrides)
     except BundleError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -54,7 +47,6 @@ def _fail(path: Path, exc: Exception) -> None:
 Bundle = Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle folder.")]
 Provider = Annotated[str, typer.Option(help="cpu | cuda | auto.")]
 Threads = Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: as the service would).")]
-DEFAULT_BUNDLE = Path("models/acula-default")
 
 
 def embed(
@@ -78,12 +70,11 @@ def embed(
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
-
-    from service.audio import AudioError
-    from service.settings import Settings, available_cpus
+    from acula.service.audio import AudioError
+    from acula.service.settings import Settings, available_cpus
 
     threads = threads or Settings(bundle=bundle).intra_op_threads  # per file, as the service per batch
-    pipeline = _pipeline(bundle, provider, threads, None)
+    pipeline = _model(bundle, provider, threads).pipeline
     workers = min(jobs or max(1, available_cpus() // threads), len(files))
 
     def one(path: Path) -> np.ndarray | AudioError:
@@ -131,17 +122,15 @@ def predict(
     threads: Threads = 0,
 ) -> None:
     """Predict the bundle's tasks for one recording, as POST /predict would."""
-    from service.api.schemas import predict_response
-    from service.audio import AudioError
-    from service.core.errors import ServiceError
+    from acula.service.audio import AudioError
+    from acula.service.core.errors import ServiceError
 
-    pipeline = _pipeline(bundle, provider, threads, None)
+    model = _model(bundle, provider, threads)
     try:
-        prediction = pipeline.predict(file, tasks=tasks or None, top_k=top_k, per_window=per_window)
+        response = model.predict(file, tasks=tasks or None, top_k=top_k, per_window=per_window)
     except (AudioError, ServiceError) as exc:
         _fail(file, exc)
         raise typer.Exit(1) from exc
-    response = predict_response(pipeline.manifest, prediction)
     if as_json:
         typer.echo(json.dumps(response.model_dump(mode="json", exclude_none=True), indent=2))
         return

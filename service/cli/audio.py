@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from service.audio import AudioLimits
+    from acula.service.audio import AudioLimits
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +32,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list instead of text.")] = False,
 ) -> None:
     """Format, codec, channels, native rate and duration of each file, and its decode at --rate (or error)."""
-    from service.audio import AudioLimits
+    from acula.service.audio import AudioLimits
 
     limits = AudioLimits(min_seconds=min_seconds, max_seconds=max_seconds)
     reports = [inspect_file(path, rate, limits) for path in files]
@@ -47,7 +47,7 @@ def inspect(
 
 def inspect_file(path: Path, rate: int, limits: AudioLimits) -> dict[str, Any]:
     """One file's report: ``header`` (probe), ``decoded`` (at ``rate``) and ``error`` (code and message)."""
-    from service.audio import AudioError, decode_audio, probe_audio
+    from acula.service.audio import AudioError, decode_audio, probe_audio
 
     report: dict[str, Any] = {"file": str(path), "ok": False, "header": None, "decoded": None, "error": None}
     try:

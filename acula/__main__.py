@@ -1,0 +1,5 @@
+"""``python -m acula ...`` is the ``acula`` command."""
+
+from acula.service.cli import main
+
+main()
