@@ -21,7 +21,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 predates probe domains, calibration, the sound-type classifier and the out-of-distribution
+# reference: it still loads, every probe's domain "unknown" (see _upgrade_v1), so older bundles keep serving.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 DEFAULT_BUNDLE = Path("models/acula-default")
 _SELF_HASH_PLACEHOLDER = "0" * 64
@@ -88,6 +91,48 @@ class EncoderSpec(_Strict):
     opset: int = 18
 
 
+SoundType = Literal["heart", "lung", "cough", "breathing"]
+SOUND_TYPES: tuple[SoundType, ...] = ("heart", "lung", "cough", "breathing")
+NOT_AUSCULTATION = "not_auscultation"  # the sound-type classifier's extra class: speech, music, noise...
+Population = Literal["paediatric", "adult", "mixed", "unknown"]
+Conditions = Literal["stethoscope", "smartphone", "manikin", "unknown"]
+ProbePurpose = Literal["diagnostic", "demographic", "quality"]
+
+
+class ProbeDomain(_Strict):
+    """The recordings a probe was trained on, hence the only ones its answer means something for."""
+
+    sound_types: list[SoundType] = Field(
+        default_factory=list, description="Sound types of its training recordings; empty means unknown."
+    )
+    population: Population = Field("unknown", description="Whose recordings: paediatric, adult or mixed.")
+    dataset: str = Field("unknown", description="Dataset its training side came from.")
+    conditions: Conditions = Field("unknown", description="How they were recorded.")
+    sites: list[str] = Field(
+        default_factory=list, description="Auscultation sites it saw; empty: any/unknown."
+    )
+
+    @property
+    def known(self) -> bool:
+        return bool(self.sound_types)
+
+
+class Calibration(_Strict):
+    """Temperature scaling of a classifier's logits, fitted on held-out parts of its training side.
+
+    The temperature itself is stored in the probe's ``.npz`` (``temperature``), which is what the service
+    applies; these figures document it. ECE: expected calibration error (equal-width bins) of the predicted
+    class's probability, on the probe's test side, before and after scaling.
+    """
+
+    method: Literal["temperature"] = "temperature"
+    temperature: list[float] = Field(description="One per output (multilabel) or a single value.")
+    fitted_on: int = Field(ge=0, description="Out-of-fold training-side recordings the temperature saw.")
+    ece_before: float = Field(ge=0, le=1)
+    ece_after: float = Field(ge=0, le=1)
+    bins: int = Field(10, ge=2)
+
+
 class ProbeSpec(_Strict):
     """A linear probe on the pooled window embedding, stored as ``.npz`` (weight, bias, mean, scale)."""
 
@@ -100,6 +145,43 @@ class ProbeSpec(_Strict):
         default_factory=dict, description="Held-out metrics, e.g. {'auroc': 0.8}."
     )
     description: str = ""
+    purpose: ProbePurpose = Field(
+        "diagnostic",
+        description="diagnostic and quality probes run on every applicable upload; demographic ones (age, "
+        "sex) are benchmark tasks, answered only when asked for by name.",
+    )
+    domain: ProbeDomain = Field(default_factory=ProbeDomain)
+    calibration: Calibration | None = Field(None, description="None: probabilities are not calibrated.")
+
+
+class SoundTypeSpec(ProbeSpec):
+    """The sound-type classifier: a linear probe over the same pooled embedding whose answer (heart, lung,
+    cough, breathing or not_auscultation) decides which probes apply to an upload."""
+
+    task: str = "sound-type"
+    kind: Literal["classification"] = "classification"
+    file: str = "sound_type.npz"
+    min_probability: float = Field(
+        0.5, ge=0, le=1, description="Below this, the model's sound type is too uncertain to gate on."
+    )
+    confusion: list[list[int]] = Field(
+        default_factory=list, description="Held-out confusion matrix: rows true, columns predicted (labels)."
+    )
+    confusion_source: str = Field("", description="Which held-out recordings the matrix counts.")
+
+
+class OutOfDistributionSpec(_Strict):
+    """How unlike the training recordings an upload is: mean cosine distance from its embedding to the k
+    nearest training-side reference embeddings (after the stored whitening), flagged above ``threshold``."""
+
+    file: str = "ood_reference.npz"
+    k: int = Field(5, ge=1)
+    threshold: float = Field(description="Scores above this are flagged out of distribution.")
+    quantile: float = Field(gt=0, lt=1, description="Quantile of held-out training-side scores = threshold.")
+    reference_count: int = Field(ge=1)
+    flag_rates: dict[str, float] = Field(
+        default_factory=dict, description="Share flagged per held-out set, e.g. test side, generated noise."
+    )
 
 
 class ReportIndexSpec(_Strict):
@@ -153,6 +235,8 @@ class Manifest(_Strict):
     audio: AudioContract
     encoder: EncoderSpec
     probes: list[ProbeSpec] = Field(default_factory=list)
+    sound_type: SoundTypeSpec | None = Field(None, description="None: only a client-stated type gates.")
+    out_of_distribution: OutOfDistributionSpec | None = None
     report_index: ReportIndexSpec | None = None
     text_side: TextSideSpec | None = None
     provenance: Provenance = Field(default_factory=Provenance)
@@ -173,6 +257,10 @@ class Manifest(_Strict):
     def named_files(self) -> list[str]:
         """Every file the manifest refers to (the hash table must cover each)."""
         names = [self.encoder.file] + [probe.file for probe in self.probes]
+        if self.sound_type is not None:
+            names.append(self.sound_type.file)
+        if self.out_of_distribution is not None:
+            names.append(self.out_of_distribution.file)
         if self.report_index is not None:
             names += [self.report_index.index_file, self.report_index.corpus_file]
         if self.text_side is not None:
@@ -251,16 +339,31 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{MANIFEST_NAME} is not valid JSON: {exc}", MANIFEST_NAME) from exc
     version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS or isinstance(version, bool):
         raise BundleError(
-            f"{MANIFEST_NAME} has schema_version {version!r}; this acula reads version {SCHEMA_VERSION}",
+            f"{MANIFEST_NAME} has schema_version {version!r}; this acula reads versions "
+            f"{list(READABLE_SCHEMA_VERSIONS)}: re-export the bundle with this acula "
+            "(`acula export --checkpoint CKPT --out DIR`)",
             MANIFEST_NAME,
         )
     _check_self_hash(data)
+    if version == 1:
+        raw = _upgrade_v1(raw)
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
         raise BundleError(f"{MANIFEST_NAME} does not match the bundle schema: {exc}", MANIFEST_NAME) from exc
+
+
+def _upgrade_v1(raw: dict) -> dict:
+    """A version-1 manifest read as version 2: probes keep their outputs, but their domains are unknown,
+    so the service answers them with a warning that applicability could not be checked."""
+    probes = []
+    for probe in raw.get("probes") or []:
+        if isinstance(probe, dict):
+            probe = probe | {"domain": ProbeDomain().model_dump()}
+        probes.append(probe)
+    return raw | {"schema_version": 1, "probes": probes}
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from acula.service.bundle import ProbeDomain, ProbePurpose
 from acula.training.bench.metrics import TaskKind
 from acula.training.data.records import Recording
 
@@ -74,6 +75,10 @@ class Task:
     # (SPRSound's intra-patient test set); every other subset is checked to be subject-disjoint.
     shared_subject_subsets: tuple[str, ...] = ()
     unit: str | None = None
+    # Where the probe's answer applies (sound type, population, dataset, recording conditions), and whether
+    # /predict runs it on every applicable upload (diagnostic, quality) or only when asked (demographic).
+    domain: ProbeDomain = field(default_factory=ProbeDomain)
+    purpose: ProbePurpose = "diagnostic"
 
     @property
     def num_outputs(self) -> int:
@@ -103,6 +108,11 @@ def spr_record4(rec: Recording) -> int | None:
     return SPR_CLASSES.index(label) if label in SPR_CLASSES else None
 
 
+def spr_poor_quality(rec: Recording) -> int | None:
+    label = _text(rec, "record_label")
+    return None if label is None else int(label == "Poor Quality")
+
+
 def spr_age(rec: Recording) -> float | None:
     value = rec.labels.get("age_years")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
@@ -120,12 +130,29 @@ def bmd_valve(rec: Recording) -> tuple[int, ...] | None:
     return None if any(f is None for f in flags) else tuple(int(f) for f in flags)  # type: ignore[arg-type]
 
 
+def coswara_poor_quality(rec: Recording) -> int | None:
+    """Annotators' quality 0 (bad) vs 1-2 (good, excellent); unannotated recordings are left out."""
+    value = rec.labels.get("quality")
+    return None if not isinstance(value, int | float) else int(value == 0)
+
+
 def coswara_sex(rec: Recording) -> int | None:
     sex = (_text(rec, "sex") or "").lower()
     return {"male": 0, "m": 0, "female": 1, "f": 1}.get(sex)
 
 
 TASKS: dict[str, Task] = {}
+
+SPRSOUND = ProbeDomain(
+    sound_types=["lung"], population="paediatric", dataset="sprsound", conditions="stethoscope"
+)
+PHYSIONET = ProbeDomain(
+    sound_types=["heart"], population="mixed", dataset="physionet2016", conditions="stethoscope"
+)
+BMD_HS = ProbeDomain(sound_types=["heart"], population="adult", dataset="bmd_hs", conditions="stethoscope")
+COSWARA = ProbeDomain(
+    sound_types=["cough", "breathing"], population="adult", dataset="coswara", conditions="smartphone"
+)
 
 
 def register(task: Task) -> Task:
@@ -151,6 +178,7 @@ register(
             "Paediatric lung auscultation. Adventitious sounds are heard: wheezes, rhonchi or crackles. "
             "Impression: adventitious lung sounds.",
         ),
+        domain=SPRSOUND,
     )
 )
 register(
@@ -173,6 +201,7 @@ register(
             "Paediatric lung auscultation. Continuous adventitious sounds and discontinuous adventitious "
             "sounds are heard: wheezes and crackles. Impression: CAS & DAS pattern.",
         ),
+        domain=SPRSOUND,
     )
 )
 register(
@@ -186,6 +215,8 @@ register(
         "SPRSound: the child's age in years from lung sounds (MAE).",
         shared_subject_subsets=("test-intra",),
         unit="years",
+        domain=SPRSOUND,
+        purpose="demographic",
     )
 )
 register(
@@ -202,6 +233,7 @@ register(
             "Heart sound recording (phonocardiogram). Classified as abnormal.",
         ),
         group_key="set",
+        domain=PHYSIONET,
     )
 )
 register(
@@ -223,6 +255,7 @@ register(
             "Cardiac auscultation. No valvular disease; the heart is reported normal.",
             "Cardiac auscultation. Known diagnosis: mitral stenosis.",
         ),
+        domain=BMD_HS,
     )
 )
 register(
@@ -235,6 +268,36 @@ register(
         ("grouped-cv",),
         "Coswara: participant sex from cough and breathing sounds (all four sound types).",
         prompts=("Participant: adult man.", "Participant: adult woman."),
+        domain=COSWARA,
+        purpose="demographic",
+    )
+)
+
+register(
+    Task(
+        "sprsound-quality",
+        "sprsound",
+        "binary",
+        spr_poor_quality,
+        ("usable", "poor quality"),
+        ("official",),
+        "SPRSound: recordings the annotators marked Poor Quality vs every other record label.",
+        shared_subject_subsets=("test-intra",),
+        domain=SPRSOUND,
+        purpose="quality",
+    )
+)
+register(
+    Task(
+        "coswara-quality",
+        "coswara",
+        "binary",
+        coswara_poor_quality,
+        ("usable", "poor quality"),
+        ("grouped-cv",),
+        "Coswara: annotators' quality 0 (bad) vs 1-2 (good, excellent) of cough and breathing sounds.",
+        domain=COSWARA,
+        purpose="quality",
     )
 )
 
