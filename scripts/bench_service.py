@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     from acula.service.core.pipeline import CPU_BATCH_SIZE
     from acula.service.settings import Settings, available_cpus
 
-    from tests.bundles import TinyBundleOptions, build_tiny_bundle
-    from tests.service.live import serve
+    from tests.support.bundles import TinyBundleOptions, build_tiny_bundle
+    from tests.support.server import serve
 
     defaults = Settings(bundle=Path("."))
     batch = args.max_batch_size or CPU_BATCH_SIZE

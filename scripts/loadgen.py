@@ -39,9 +39,6 @@ import os
 import platform
 import random
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 # response; a first 60-s run lost one request that way with httpx's default of 5 s.
 KEEPALIVE_S = 2.0
 DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))  # for tests.support.server, the one way to start a server
 # Real recordings of every rate and a spread of lengths: 2 kHz PCG, 4 kHz heart/lung, 8 kHz paediatric lung,
 # 16 kHz cough and breathing, and ICBHI's long multi-rate lung recordings.
 SOURCES = {
@@ -120,43 +118,13 @@ def build_corpus(per_source: int, max_seconds: float, seed: int, workdir: Path) 
 
 
 # --- the server ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def started_server(bundle: Path, log_path: Path, env: dict[str, str], timeout: float = 120.0):
-    """``acula serve`` on a free loopback port; yields (url, pid) once ready; SIGTERM (then kill) on exit."""
-    port = free_port()
-    command = [sys.executable, "-m", "acula", "serve"]
-    command += ["--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"server exited with {process.returncode}; see {log_path}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server not ready after {timeout} s; see {log_path}")
-            time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """``acula serve`` on a free loopback port (the tests' own helper); yields (url, pid) once ready."""
+    from tests.support.server import serve
+
+    with serve(bundle, log_path.parent, env, ready_timeout=timeout, log_level="warning") as server:
+        yield server.url, server.process.pid
 
 
 def cpu_seconds(pid: int | None) -> float | None:

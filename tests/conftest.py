@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundles import tiny_bundle  # noqa: F401  (session-scoped tiny but real model bundle)
+from tests.support.bundles import tiny_bundle  # noqa: F401  (session-scoped tiny but real model bundle)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from acula.service.cli import full_app
 
-from tests.bundles import write_wav
-from tests.predict_checks import real_recordings, runner, same_prediction
-from tests.service.live import REPO, LiveServer, serve
+from tests.support.bundles import write_wav
+from tests.support.predict_checks import real_recordings, runner, same_prediction
+from tests.support.server import REPO, LiveServer, serve
 
 app = full_app()
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from acula.service.bundle import load_manifest
 
-from tests.predict_checks import real_recordings, same_prediction
-from tests.service.live import REPO, LiveServer, serve
+from tests.support.predict_checks import real_recordings, same_prediction
+from tests.support.server import REPO, LiveServer, serve
 
 DEFAULT_BUNDLE = REPO / "models" / "acula-default"
 SIZE_BUDGET_BYTES = 50 * 1024 * 1024

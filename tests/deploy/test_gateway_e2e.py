@@ -17,17 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bundles import wav_bytes
 from tests.deploy.tools import (
     DOCKER,
     make_dev_certs,
     nginx_command,
     render_prometheus_config,
     require_binary,
-    running,
     write_nginx_config,
 )
-from tests.service.live import LiveServer, free_port, serve
+from tests.support.bundles import wav_bytes
+from tests.support.server import LiveServer, free_port, running, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bundles import wav_bytes
-from tests.deploy.tools import REPO, in_ci, running
-from tests.service.live import free_port
+from tests.deploy.tools import REPO, in_ci
+from tests.support.bundles import wav_bytes
+from tests.support.server import free_port, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -1,5 +1,5 @@
-"""Helpers for the deployment tests: find the Debian tools, render the project's configs for loopback, run
-real processes (nginx, Prometheus) with teardown.
+"""Helpers for the deployment tests: find the Debian tools and render the project's configs for loopback (real
+processes are run by :func:`tests.support.server.running`).
 
 The configs are the files under ``docker/`` themselves; rendering only changes what must differ on a test
 machine (addresses, ports, file paths, intervals), the same way the nginx image's envsubst step or an
@@ -11,11 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,37 +108,6 @@ def render_prometheus_config(work: Path, service: str, listen: str, interval: st
     path = work / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-@contextmanager
-def running(
-    command: list[str],
-    log_path: Path,
-    ready: Callable[[], bool],
-    timeout: float = 60.0,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``command``; yield once ``ready()`` is true; always stop it (SIGTERM, then SIGKILL) after."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
-    try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if process.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited with {process.returncode}:\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{command[0]} not ready after {timeout} s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def make_dev_certs(out_dir: Path) -> Path:

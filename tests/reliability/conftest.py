@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.mutations import GENERATED, seed_files
-from tests.service.live import LiveServer, serve
+from tests.support.server import LiveServer, serve
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from acula.service.api.errors import ERROR_MAP
 from acula.service.audio import AudioError, AudioLimits, decode_audio
 
 from tests.reliability import mutations
-from tests.service.live import LiveServer
+from tests.support.server import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 CASES = json.loads((Path(__file__).parent / "corpus" / "cases.json").read_text())["cases"]

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bundles import wav_bytes
-from tests.service.live import REPO, LiveServer, serve
+from tests.support.bundles import wav_bytes
+from tests.support.server import REPO, LiveServer, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 RECORDING = wav_bytes(6.0)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.reliability.mutations import GENERATED, WAV_FIELDS, flac_streaminfo, flip_bits, nan_wav, wav_field
-from tests.service.live import LiveServer
+from tests.support.server import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 MUTATIONS = ["bits", "cut", "wav_field", "flac_info", "nan", "none"]

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from acula.service.settings import Settings
 
-from tests.bundles import wav_bytes
-from tests.service.live import LiveServer, serve
+from tests.support.bundles import wav_bytes
+from tests.support.server import LiveServer, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 RECORDING = wav_bytes(3.0)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from tests.reliability.mutations import GENERATED
-from tests.service.live import LiveServer
+from tests.support.server import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(bundle=Path("unused"))).openapi())

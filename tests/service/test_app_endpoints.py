@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.bundles import CLASS_LABELS, wav_bytes
-from tests.service.live import LiveServer, serve
+from tests.support.bundles import CLASS_LABELS, wav_bytes
+from tests.support.server import LiveServer, serve
 
 
 @pytest.fixture(scope="module")

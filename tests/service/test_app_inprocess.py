@@ -11,7 +11,7 @@ import numpy as np
 from acula.service.app import create_app
 from acula.service.settings import Settings
 
-from tests.bundles import TinyBundleOptions, build_tiny_bundle, wav_bytes
+from tests.support.bundles import TinyBundleOptions, build_tiny_bundle, wav_bytes
 
 Check = Callable[[httpx.AsyncClient], Awaitable[None]]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bundles import wav_bytes
-from tests.service.live import serve
+from tests.support.bundles import wav_bytes
+from tests.support.server import serve
 
 TWO_SECONDS = wav_bytes(2.0)  # exactly one window of the tiny bundle
 

@@ -1,7 +1,7 @@
 """service.audio: every supported format round-trips, every malformed input gets its own error.
 
-All inputs are generated in memory by :mod:`tests.audio_cases` (real encoders: libsndfile and FFmpeg), then
-damaged byte by byte where a case needs it.
+All inputs are generated in memory by :mod:`tests.support.audio_cases` (real encoders: libsndfile and
+FFmpeg), then damaged byte by byte where a case needs it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.audio_cases import (
+from tests.support.audio_cases import (
     SOUNDFILE_FORMATS,
     cut,
     dominant_frequency,

@@ -1,7 +1,7 @@
 """The bundle contract: a bundle written by ``write_manifest`` loads, and any damage to it is refused by name.
 
-The bundle is the real thing (tests/bundles.py: an ONNX encoder and text encoder, ``.npz`` probes, a FAISS
-index, a report corpus) plus a model card hashed as an extra file, so every kind of file a bundle holds
+The bundle is the real thing (tests/support/bundles.py: an ONNX encoder and text encoder, ``.npz`` probes, a
+FAISS index, a report corpus) plus a model card hashed as an extra file, so every kind of file a bundle holds
 is flipped, deleted or left out of the manifest below.
 """
 
@@ -23,7 +23,7 @@ from acula.service.bundle import (
     write_manifest,
 )
 
-from tests.bundles import TinyBundleOptions, build_tiny_bundle
+from tests.support.bundles import TinyBundleOptions, build_tiny_bundle
 
 HASHED_FILES = [
     "encoder.onnx",

@@ -18,7 +18,7 @@ from acula.service.core.pipeline import (
 )
 from acula.service.core.windowing import window_starts
 
-from tests.bundles import CLASS_LABELS, JOINT_DIM, TinyBundleOptions, build_tiny_bundle, wav_bytes
+from tests.support.bundles import CLASS_LABELS, JOINT_DIM, TinyBundleOptions, build_tiny_bundle, wav_bytes
 
 
 @pytest.fixture(scope="module")

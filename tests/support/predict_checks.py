@@ -9,7 +9,7 @@ import httpx
 from acula.service.cli import full_app
 from typer.testing import CliRunner
 
-from tests.service.live import LiveServer
+from tests.support.server import LiveServer
 
 app = full_app()
 

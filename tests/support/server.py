@@ -1,4 +1,9 @@
-"""Run ``acula serve`` as a real process on 127.0.0.1 for tests (real uvicorn, real sockets, real signals)."""
+"""Run real processes on loopback for tests and scripts: ``acula serve`` (real uvicorn, real sockets, real
+signals) and any other server (nginx, Prometheus), each stopped with SIGTERM, then SIGKILL, afterwards.
+
+The one copy of this logic: the tests, ``scripts/loadgen.py`` and ``scripts/bench_service.py`` all start the
+service through :func:`serve`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,47 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; no-op when it has already exited."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running(
+    command: list[str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float = 60.0,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stop_timeout: float = 15.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``command`` (output to ``log_path``); yield once ``ready()`` is true; always stop it after."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{command[0]} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{command[0]} not ready after {timeout} s:\n{log_path.read_text(errors='replace')}"
+                )
+            time.sleep(0.1)
+        yield process
+    finally:
+        stop(process, stop_timeout)
+
+
 @dataclass
 class LiveServer:
     url: str
@@ -37,46 +83,36 @@ class LiveServer:
         self.process.send_signal(signal.SIGTERM)
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @contextmanager
 def serve(
-    bundle: Path, tmp: Path, env: dict[str, str] | None = None, ready_timeout: float = 60.0
+    bundle: Path,
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
+    log_level: str = "info",
 ) -> Iterator[LiveServer]:
     """Run ``acula serve --bundle`` on a free loopback port; yield once ``/readyz`` is 200; stop it after."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
-    environment = {**os.environ, "ACULA_LOG_LEVEL": "info", "ACULA_INTRA_OP_THREADS": "1", **(env or {})}
-    command = [
-        sys.executable,
-        "-m",
-        "acula",
-        "serve",
-        "--bundle",
-        str(bundle),
-    ]
+    environment = {**os.environ, "ACULA_LOG_LEVEL": log_level, "ACULA_INTRA_OP_THREADS": "1", **(env or {})}
+    command = [sys.executable, "-m", "acula", "serve", "--bundle", str(bundle)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        deadline = time.monotonic() + ready_timeout
-        prefix = environment.get("ACULA_ROOT_PATH", "")
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{server.logs()}")
-            try:
-                if httpx.get(f"{server.url}{prefix}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {ready_timeout} s:\n{server.logs()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    url = f"http://127.0.0.1:{port}"
+    prefix = environment.get("ACULA_ROOT_PATH", "")
+    with running(
+        command,
+        log_path,
+        lambda: _answers(f"{url}{prefix}/readyz"),
+        timeout=ready_timeout,
+        cwd=REPO,
+        env=environment,
+        stop_timeout=30.0,
+    ) as process:
+        yield LiveServer(url, process, log_path)

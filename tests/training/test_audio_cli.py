@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests.audio_cases import encode, random_bytes, sine
+from tests.support.audio_cases import encode, random_bytes, sine
 
 ACULA = Path(sys.executable).parent / "acula"
 REAL_FILE = "sprsound/train_wav/65039232_6.4_1_p1_373.flac"  # 0.304 s at 8 kHz: small and real

@@ -7,7 +7,7 @@ import pytest
 import torch
 from acula.training.nets.frontend import FrontendConfig, LogMelFrontend, mel_filterbank
 
-from tests.training.onnx_session import export_and_open
+from tests.support.onnx_session import export_and_open
 
 torch.set_num_threads(2)
 

@@ -12,7 +12,7 @@ from acula.training.nets.frontend import FrontendConfig
 from acula.training.nets.model import ModelConfig, patchify
 from acula.training.nets.vit import ViTConfig
 
-from tests.training.onnx_session import export_and_open
+from tests.support.onnx_session import export_and_open
 
 torch.set_num_threads(2)
 
