@@ -277,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     from acula.service.bundle import load_manifest
     from acula.service.core.pipeline import CPU_BATCH_SIZE
     from acula.service.settings import Settings, available_cpus
-
     from tests.support.bundles import TinyBundleOptions, build_tiny_bundle
     from tests.support.server import serve
 

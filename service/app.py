@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
 from acula.service import __version__
 from acula.service.api import embed, health, model, predict, reports
 from acula.service.api.errors import install_error_handlers
@@ -17,7 +19,6 @@ from acula.service.api.middleware import AdmissionMiddleware, BodyLimitMiddlewar
 from acula.service.metrics import Metrics
 from acula.service.runtime import Runtime
 from acula.service.settings import Settings
-from fastapi import FastAPI
 
 DESCRIPTION = """\
 Predictions, embeddings and similar clinical reports for auscultation recordings (heart, lung, cough).

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+
 from acula.service.core.batcher import Batcher, BatchStats
 from acula.service.core.errors import InferenceTimeout, InvalidQuery, NotReady, Overloaded
 from acula.service.core.pipeline import InferencePipeline, Prediction

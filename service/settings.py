@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from acula.service.bundle import DEFAULT_BUNDLE
 from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from acula.service.bundle import DEFAULT_BUNDLE
 
 
 def available_cpus() -> int:

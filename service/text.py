@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from acula.service.bundle import BundleError, TensorSpec, TextSideSpec
 from acula.service.core.errors import InvalidQuery
 from acula.service.core.windowing import l2_normalise

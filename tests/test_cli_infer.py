@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from acula.service.cli import full_app
 
+from acula.service.cli import full_app
 from tests.support.bundles import write_wav
 from tests.support.predict_checks import real_recordings, runner, same_prediction
 from tests.support.server import REPO, LiveServer, serve

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from acula.service.bundle import load_manifest
 
+from acula.service.bundle import load_manifest
 from tests.support.predict_checks import real_recordings, same_prediction
 from tests.support.server import REPO, LiveServer, serve
 

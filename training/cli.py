@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 
 import typer
+
 from acula.training import commands
 
 

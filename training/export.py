@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from acula.service.bundle import (
     AudioContract,
     DatasetProvenance,

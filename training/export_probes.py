@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from acula.service.bundle import ProbeSpec
 
 ProbeKind = Literal["classification", "multilabel", "regression"]

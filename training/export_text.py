@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from acula.service.bundle import TextSideSpec
 from acula.training.export_onnx import ExportError
-from torch import nn
 
 MIN_COSINE = 0.98  # the quantised text encoder must agree with torch at least this well on real texts
 

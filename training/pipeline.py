@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from acula.training.export_index import IndexKind
 from acula.training.train.config import AlignConfig, SSLConfig
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class _Base(BaseModel):

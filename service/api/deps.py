@@ -12,10 +12,11 @@ import hashlib
 import hmac
 from typing import Annotated
 
+from fastapi import Depends, Request
+
 from acula.service.api.errors import ApiError
 from acula.service.api.upload import read_recording
 from acula.service.runtime import Runtime
-from fastapi import Depends, Request
 
 
 async def get_runtime(request: Request) -> Runtime:

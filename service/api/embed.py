@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Request
+
 from acula.service.api.deps import Authorised, RuntimeDep, UploadBytes
 from acula.service.api.schemas import EmbedResponse, embed_response, problem_responses
 from acula.service.api.upload import UPLOAD_OPENAPI
-from fastapi import APIRouter, Request
 
 router = APIRouter(tags=["inference"], dependencies=[Authorised])
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from acula.service.audio import AudioError
-from acula.service.core.errors import ServiceError
-from acula.service.logging import request_id_var
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from acula.service.audio import AudioError
+from acula.service.core.errors import ServiceError
+from acula.service.logging import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
 

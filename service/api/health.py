@@ -6,10 +6,11 @@ warmed up, and no longer once shutdown has begun, so the load balancer stops sen
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Request, Response
+
 from acula.service.api.deps import RuntimeDep
 from acula.service.api.errors import ApiError
 from acula.service.api.schemas import HealthResponse, problem_responses
-from fastapi import APIRouter, Request, Response
 
 router = APIRouter(tags=["operations"])
 

@@ -14,10 +14,11 @@ import re
 import time
 import uuid
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from acula.service.api.errors import ApiError, problem
 from acula.service.logging import request_id_var
 from acula.service.metrics import Metrics
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("acula.access")
 

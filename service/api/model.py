@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter
+
 from acula.service.api.deps import Authorised, RuntimeDep
 from acula.service.api.schemas import LimitsInfo, ModelInfoResponse, ProbeInfo, problem_responses
-from fastapi import APIRouter
 
 router = APIRouter(tags=["operations"], dependencies=[Authorised])
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import APIRouter, Query, Request
+
 from acula.service.api.deps import Authorised, RuntimeDep, UploadBytes
 from acula.service.api.errors import ApiError
 from acula.service.api.schemas import PredictResponse, predict_response, problem_responses
 from acula.service.api.upload import UPLOAD_OPENAPI
-from fastapi import APIRouter, Query, Request
 
 router = APIRouter(tags=["inference"], dependencies=[Authorised])
 

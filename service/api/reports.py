@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+
 from acula.service.api.deps import Authorised, RuntimeDep
 from acula.service.api.errors import ApiError
 from acula.service.api.schemas import SimilarReportsResponse, problem_responses, similar_reports_response
 from acula.service.api.upload import RAW_AUDIO_OPENAPI, is_raw_audio
 from acula.service.core.errors import NoReportIndex
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
 router = APIRouter(tags=["reports"], dependencies=[Authorised])
 

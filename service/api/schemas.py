@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from acula.service.bundle import Manifest
 from acula.service.core.pipeline import Prediction
 from acula.service.core.probes import TaskOutput
 from acula.service.index import ReportHit
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelRef(BaseModel):

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from acula.service.api.errors import ApiError
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from acula.service.api.errors import ApiError
 
 FILE_FIELD = "file"
 MAX_PARTS = 16  # a form with more parts than this is not a client of ours; refuse before parsing them all

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
 from acula.service.audio.errors import (
     DigitalSilenceError,
     EmptyInputError,

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, Literal, Protocol
 
 import numpy as np
+
 from acula.service.audio.schema import AudioInfo
 
 BLOCK_FRAMES = 1 << 16

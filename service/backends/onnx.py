@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+
 from acula.service.bundle import BundleError, EncoderSpec, TensorSpec
 from acula.service.core.errors import EngineError
 

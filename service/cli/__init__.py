@@ -13,6 +13,7 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
+
 from acula.service import __version__
 from acula.service.cli import audio, infer, serve
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from acula.service.bundle import DEFAULT_BUNDLE
 
 
@@ -70,6 +71,7 @@ def embed(
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
+
     from acula.service.audio import AudioError
     from acula.service.settings import Settings, available_cpus
 

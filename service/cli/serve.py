@@ -20,6 +20,7 @@ def build_server(settings: Any) -> Any:
     import threading
 
     import uvicorn
+
     from acula.service.app import create_app
 
     app = create_app(settings)
@@ -80,10 +81,11 @@ def serve(
     ] = None,
 ) -> None:
     """Serve a model bundle over HTTP: /predict, /similar-reports, /embed, /healthz, /readyz, /metrics."""
+    from pydantic import ValidationError
+
     from acula.service.bundle import BundleError, load_manifest, missing_bundle_message
     from acula.service.logging import configure_logging
     from acula.service.settings import Settings
-    from pydantic import ValidationError
 
     overrides = {
         key: value

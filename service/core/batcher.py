@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from acula.service.core.errors import NotReady, Overloaded
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from acula.service.audio import AudioLimits, DecodedAudio, decode_audio
 from acula.service.backends.onnx import EncoderBackend, OnnxEncoder, ProviderChoice
 from acula.service.bundle import BundleError, Manifest, load_manifest

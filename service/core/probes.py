@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from acula.service.bundle import BundleError, ProbeSpec
 
 

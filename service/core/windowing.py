@@ -9,6 +9,7 @@ service all call these two functions, so they cannot cut audio differently.
 from __future__ import annotations
 
 import numpy as np
+
 from acula.service.bundle import AudioContract
 
 

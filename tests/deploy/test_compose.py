@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 import yaml
-from acula.service.settings import Settings
 
+from acula.service.settings import Settings
 from tests.deploy.tools import REPO, require_binary
 
 BASE = REPO / "docker-compose.yml"

@@ -11,9 +11,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from acula.service.settings import Settings
 from kubernetes_validate.utils import ValidationError
 
+from acula.service.settings import Settings
 from tests.deploy.tools import DOCKER
 
 K8S = DOCKER / "k8s"

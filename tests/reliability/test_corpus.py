@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from acula.service.api.errors import ERROR_MAP
 from acula.service.audio import AudioError, AudioLimits, decode_audio
-
 from tests.reliability import mutations
 from tests.support.server import LiveServer
 

@@ -10,10 +10,10 @@ never a hang (pytest-timeout bounds each test). About 9,700 inputs per run.
 from __future__ import annotations
 
 import pytest
-from acula.service.audio import ALL_ERRORS, AudioError, AudioLimits, NonFiniteError, decode_audio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from acula.service.audio import ALL_ERRORS, AudioError, AudioLimits, NonFiniteError, decode_audio
 from tests.reliability.mutations import GENERATED, WAV_FIELDS, flac_streaminfo, flip_bits, nan_wav, wav_field
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from acula.service.api.errors import ERROR_MAP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from acula.service.api.errors import ERROR_MAP
 from tests.reliability.mutations import GENERATED, WAV_FIELDS, flac_streaminfo, flip_bits, nan_wav, wav_field
 from tests.support.server import LiveServer
 

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from acula.service.settings import Settings
 
+from acula.service.settings import Settings
 from tests.support.bundles import wav_bytes
 from tests.support.server import LiveServer, serve
 

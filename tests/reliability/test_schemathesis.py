@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from acula.service.api.errors import ERROR_MAP
-from acula.service.app import create_app
-from acula.service.settings import Settings
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from acula.service.api.errors import ERROR_MAP
+from acula.service.app import create_app
+from acula.service.settings import Settings
 from tests.reliability.mutations import GENERATED
 from tests.support.server import LiveServer
 

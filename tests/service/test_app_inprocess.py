@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
 from acula.service.app import create_app
 from acula.service.settings import Settings
-
 from tests.support.bundles import TinyBundleOptions, build_tiny_bundle, wav_bytes
 
 Check = Callable[[httpx.AsyncClient], Awaitable[None]]

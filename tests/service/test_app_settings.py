@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from acula.service.settings import Settings, available_cpus
 from pydantic import ValidationError
+
+from acula.service.settings import Settings, available_cpus
 
 REPO = Path(__file__).resolve().parents[2]
 

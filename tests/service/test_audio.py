@@ -12,6 +12,10 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from acula.service.audio import (
     ALL_ERRORS,
     AudioError,
@@ -31,10 +35,6 @@ from acula.service.audio import (
     decode_audio,
     probe_audio,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
-
 from tests.support.audio_cases import (
     SOUNDFILE_FORMATS,
     cut,

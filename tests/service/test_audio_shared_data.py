@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from acula.service.audio import AudioError, AudioLimits, DigitalSilenceError, EmptyInputError, decode_audio
 
 pytestmark = pytest.mark.slow

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+
 from acula.service.core.batcher import Batcher, BatchStats
 from acula.service.core.errors import NotReady, Overloaded
 

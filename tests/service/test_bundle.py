@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from acula.service.bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -22,7 +23,6 @@ from acula.service.bundle import (
     read_manifest,
     write_manifest,
 )
-
 from tests.support.bundles import TinyBundleOptions, build_tiny_bundle
 
 HASHED_FILES = [

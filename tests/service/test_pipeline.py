@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from acula.service.bundle import BundleError, Manifest, read_manifest, write_manifest
 from acula.service.core.errors import NoTextSide, UnknownTask
 from acula.service.core.pipeline import (
@@ -17,7 +18,6 @@ from acula.service.core.pipeline import (
     default_batch_size,
 )
 from acula.service.core.windowing import window_starts
-
 from tests.support.bundles import CLASS_LABELS, JOINT_DIM, TinyBundleOptions, build_tiny_bundle, wav_bytes
 
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import httpx
-from acula.service.cli import full_app
 from typer.testing import CliRunner
 
+from acula.service.cli import full_app
 from tests.support.server import LiveServer
 
 app = full_app()

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from acula.service.cli import full_app
 from acula.training.bench.tasks import TASKS, Task, coswara_sex, register
 from acula.training.nets.factory import build_model, save_checkpoint
 from acula.training.nets.frontend import FrontendConfig
 from acula.training.nets.model import ModelConfig
-from typer.testing import CliRunner
 
 app = full_app()
 

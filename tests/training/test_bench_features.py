@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from acula.service.core.pipeline import InferencePipeline
 from acula.training.bench.features import BundleEncoder, FeatureCache, recording_key
 

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from acula.training.bench.metrics import score_task
 from acula.training.bench.opera import OperaConfig, l2_penalty, opera_probe, train_head, train_heads
 from acula.training.bench.probes import grouped_validation_split, linear_probe
@@ -25,8 +26,9 @@ FAST_OPERA = OperaConfig(epochs=12, seeds=(0, 1), lr=1e-2)
 
 
 def test_auroc_equals_sklearn_with_ties():
-    from acula.training.bench.metrics import binary_auroc
     from sklearn.metrics import roc_auc_score
+
+    from acula.training.bench.metrics import binary_auroc
 
     rng = np.random.default_rng(12)
     y = rng.integers(0, 2, 300)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from acula.training.bench.retrieval import (
     build_gallery,
     chance_recall,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
+
 from acula.training.bench.tasks import TASKS, EvalSplit, TaskData, check_split, flag, is_test_side, task_data
 from acula.training.data.records import Recording
-from pydantic import BaseModel
 
 
 def test_flag_reads_the_release_encodings():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
+
 from acula.training.data import DATASETS, load_datasets, load_records
 from acula.training.data.common import AdapterResult
 

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import soundfile
+
 from acula.training.data import bmd_hs, coswara, hls_cmds, physionet2016
 
 

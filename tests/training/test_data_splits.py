@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
 from acula.training.data import load_datasets
 from acula.training.data import splits as splits_module
 from acula.training.data.common import AdapterResult

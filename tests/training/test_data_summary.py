@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from acula.service.cli import full_app
 from typer.testing import CliRunner
+
+from acula.service.cli import full_app
 
 app = full_app()
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import BaseModel
+
 from acula.service.bundle import BundleError, Manifest, TensorSpec, load_manifest, write_manifest
 from acula.training.data.records import Recording
 from acula.training.export import ExportOptions, ProbeTask, export_bundle
@@ -24,7 +26,6 @@ from acula.training.nets.cnn import CNNConfig
 from acula.training.nets.factory import build_model, save_checkpoint
 from acula.training.nets.frontend import FrontendConfig
 from acula.training.nets.model import ModelConfig
-from pydantic import BaseModel
 
 torch.set_num_threads(2)
 RATE = 8000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from acula.training.nets.frontend import FrontendConfig, LogMelFrontend, mel_filterbank
 
+from acula.training.nets.frontend import FrontendConfig, LogMelFrontend, mel_filterbank
 from tests.support.onnx_session import export_and_open
 
 torch.set_num_threads(2)

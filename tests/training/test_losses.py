@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
+
 from acula.training.losses import (
     ContrastiveLoss,
     cka_loss,
@@ -15,7 +17,6 @@ from acula.training.losses import (
     same_text_targets,
     text_ids_for,
 )
-from torch.nn import functional as F
 
 torch.set_num_threads(2)
 

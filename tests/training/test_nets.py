@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from acula.training.losses import random_patch_mask
 from acula.training.nets.cnn import CNNConfig
 from acula.training.nets.factory import build_model, load_checkpoint, load_external_weights, save_checkpoint
 from acula.training.nets.frontend import FrontendConfig
 from acula.training.nets.model import ModelConfig, patchify
 from acula.training.nets.vit import ViTConfig
-
 from tests.support.onnx_session import export_and_open
 
 torch.set_num_threads(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from acula.training.pipeline import PipelineConfig, Progress, Stage, load_pipeline_config, resolve
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from acula.training.data import load_records
 from acula.training.data.records import Recording
 from acula.training.reports.build import build_reports

@@ -12,14 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from acula.service.cli import full_app
 from acula.training.data import load_records
 from acula.training.reports.openai_writer import OpenAIWriter
 from acula.training.reports.schema import load_reports
 from acula.training.reports.template import TemplateWriter
 from acula.training.reports.validator import validate
-from typer.testing import CliRunner
-
 from tests.training.test_reports_openai import ChatServer, server  # noqa: F401  (the server fixture)
 
 app = full_app()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from acula.training.data import load_records
 from acula.training.data.records import Recording
 from acula.training.reports.facts import fact_sheet

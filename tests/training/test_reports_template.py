@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from acula.service.cli import full_app
 from acula.training.data import load_records
 from acula.training.data.records import Recording
 from acula.training.reports.schema import load_reports
 from acula.training.reports.template import TemplateWriter
-from typer.testing import CliRunner
 
 app = full_app()
 

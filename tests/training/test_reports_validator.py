@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from acula.training.data import load_records
 from acula.training.data.records import Recording
 from acula.training.reports.template import TemplateWriter

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from acula.training.teacher import TeacherCache, TeacherSpec, load_teacher, pool_hidden
 
 torch.set_num_threads(2)

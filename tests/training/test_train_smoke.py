@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import BaseModel
+
 from acula.training.data.records import Recording
 from acula.training.nets.cnn import CNNConfig
 from acula.training.nets.factory import load_checkpoint
@@ -24,7 +26,6 @@ from acula.training.train.config import (
     OptimConfig,
     SSLConfig,
 )
-from pydantic import BaseModel
 
 torch.set_num_threads(2)
 
@@ -267,6 +268,7 @@ def test_pairs_keep_sides_apart_and_share_identical_texts() -> None:
 
 def test_recall_and_chance() -> None:
     import numpy as np
+
     from acula.training.train.retrieval import chance_recall, recall_at_k
 
     gallery = np.eye(4, dtype=np.float32)

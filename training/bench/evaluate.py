@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from acula.training.bench.metrics import score_task
 from acula.training.bench.opera import OperaConfig, opera_probe
 from acula.training.bench.probes import ProbeOutput, linear_probe

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 from acula.service.bundle import AudioContract
 from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows
 from acula.training.data.records import Recording
@@ -111,8 +112,9 @@ class WindowEncoder:
         raise NotImplementedError
 
     def extract(self, records: list[Recording], cache_root: Path, progress: bool = True) -> FeatureTable:
-        from acula.training.train.audio_dataset import AudioCache
         from tqdm import tqdm
+
+        from acula.training.train.audio_dataset import AudioCache
 
         cache = FeatureCache(cache_root, self.key, self.describe())
         audio = AudioCache(cache_root, self.contract.sample_rate)
@@ -196,6 +198,7 @@ class TorchEncoder(WindowEncoder):
     def random_init(cls, config, seed: int = 0, window_seconds: float = 4.0, name: str = "random-init"):
         """The same architecture with random weights: the floor every trained row must clear."""
         import torch
+
         from acula.training.nets.factory import build_model
 
         torch.manual_seed(seed)

@@ -15,6 +15,7 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
+
 from acula.training.bench.features import FeatureCache, FeatureTable, recording_key
 from acula.training.data.records import Recording
 

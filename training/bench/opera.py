@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from acula.training.bench.metrics import TaskKind, higher_is_better, score_task
 from acula.training.bench.probes import ProbeOutput, grouped_validation_split, standardiser
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
 from acula.training.bench.metrics import TaskKind, higher_is_better, score_task
 
 ProbeName = Literal["logistic", "opera"]

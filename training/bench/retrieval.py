@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from acula.training.bench.metrics import TaskKind, score_task
 
 

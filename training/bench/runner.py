@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from acula.training.bench.evaluate import SchemeResult, evaluate_task
 from acula.training.bench.features import (
     BundleEncoder,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
 from acula.service.bundle import ProbeDomain, ProbePurpose
 from acula.training.bench.metrics import TaskKind
 from acula.training.data.records import Recording

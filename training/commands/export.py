@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export ONNX (parity-checked), probes, the report index and the model card into a bundle."""
         import torch
+
         from acula.training.export import ExportOptions, export_bundle
         from acula.training.export_inputs import gather
         from acula.training.export_onnx import ExportError

@@ -40,10 +40,11 @@ def build(
     cache: Annotated[Path, typer.Option(help="openai: response cache folder.")] = Path(".acula-cache/llm"),
 ) -> None:
     """Write one report per recording (template by default; ``--backend openai`` reads ACULA_LLM_*)."""
+    from rich.progress import Progress
+
     from acula.training.data import load_records
     from acula.training.reports.build import build_reports
     from acula.training.reports.template import TemplateWriter
-    from rich.progress import Progress
 
     records = load_records(root, datasets)
     from acula.training.reports.schema import ReportWriter

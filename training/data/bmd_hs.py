@@ -15,6 +15,8 @@ import csv
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from acula.training.data.common import (
     AdapterResult,
     Sex,
@@ -25,7 +27,6 @@ from acula.training.data.common import (
     require_dir,
 )
 from acula.training.data.records import Recording
-from pydantic import BaseModel, ConfigDict
 
 NAME = "bmd_hs"
 VALVES = ("AS", "AR", "MR", "MS")

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from acula.training.data.common import AdapterResult, Sex, parse_float, parse_sex, require_dir
 from acula.training.data.records import Recording
-from pydantic import BaseModel, ConfigDict
 
 NAME = "circor2022"
 LOCATIONS = {

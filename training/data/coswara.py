@@ -19,6 +19,8 @@ import csv
 import json
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from acula.training.data.common import (
     AdapterResult,
     Sex,
@@ -29,7 +31,6 @@ from acula.training.data.common import (
     require_dir,
 )
 from acula.training.data.records import Recording
-from pydantic import BaseModel, ConfigDict
 
 NAME = "coswara"
 # The 2020-04-13 collection holds 22 files whose every sample is zero (failed captures) besides 8 empty

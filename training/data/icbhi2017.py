@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from acula.training.data.common import (
     AdapterResult,
     Sex,
@@ -25,7 +27,6 @@ from acula.training.data.common import (
     require_dir,
 )
 from acula.training.data.records import Recording
-from pydantic import BaseModel, ConfigDict
 
 NAME = "icbhi2017"
 SITES = {

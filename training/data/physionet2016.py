@@ -13,9 +13,10 @@ import csv
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from acula.training.data.common import AdapterResult, index_audio, read_header_or_skip, require_dir
 from acula.training.data.records import Recording
-from pydantic import BaseModel, ConfigDict
 
 NAME = "physionet2016"
 

@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from acula.training.data.common import (
     AdapterResult,
     Sex,
@@ -26,7 +28,6 @@ from acula.training.data.common import (
     require_dir,
 )
 from acula.training.data.records import Recording, Split
-from pydantic import BaseModel, ConfigDict
 
 NAME = "sprsound"
 RecordLabel = Literal["Normal", "CAS", "DAS", "CAS & DAS", "Poor Quality"]

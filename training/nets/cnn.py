@@ -9,9 +9,10 @@ frequency bands for :class:`~training.nets.heads.FrequencyPreservingPool`. One g
 from __future__ import annotations
 
 import torch
-from acula.training.nets.heads import FrequencyPreservingPool
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from acula.training.nets.heads import FrequencyPreservingPool
 
 
 class CNNConfig(BaseModel):

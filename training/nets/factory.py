@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from acula.training.nets.model import AculaAudioModel, ModelConfig
 
 KeyMap = Callable[[str], str | None] | Mapping[str, str]

@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
 from acula.training.nets.cnn import CNNConfig, CNNEncoder
 from acula.training.nets.frontend import FrontendConfig, LogMelFrontend
 from acula.training.nets.heads import JointProjection, PatchDecoder
 from acula.training.nets.vit import ViTConfig, ViTEncoder
-from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 
 class ModelConfig(BaseModel):

@@ -9,9 +9,10 @@ reconstructs their pixels, so the encoder sees the same token grid in pretrainin
 from __future__ import annotations
 
 import torch
-from acula.training.nets.heads import FrequencyPreservingPool
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from acula.training.nets.heads import FrequencyPreservingPool
 
 
 class ViTConfig(BaseModel):

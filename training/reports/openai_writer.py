@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from acula.training.data.records import Recording
 from acula.training.reports.facts import fact_sheet
 from acula.training.reports.schema import Report

@@ -7,8 +7,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from acula.training.data.records import Recording
 from pydantic import BaseModel, ConfigDict, Field
+
+from acula.training.data.records import Recording
 
 
 class Report(BaseModel):

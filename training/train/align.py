@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from acula.training.data.records import Recording
 from acula.training.losses import ContrastiveLoss, cka_loss, masked_spectrogram_loss, random_patch_mask
 from acula.training.nets.factory import build_model, load_checkpoint
@@ -25,7 +27,6 @@ from acula.training.train.config import AlignConfig
 from acula.training.train.loop import param_groups, train
 from acula.training.train.pairs import PairDataset, build_pairs, read_reports
 from acula.training.train.ssl import float32_logmel, subset
-from torch import nn
 
 
 class AlignObjective(nn.Module):

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from acula.training.data.records import Recording
 from torch.utils.data import Dataset
+
+from acula.training.data.records import Recording
 
 
 def default_cache_dir() -> Path:

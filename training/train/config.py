@@ -11,9 +11,10 @@ import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from acula.training.nets.model import ModelConfig
 from acula.training.teacher import TeacherSpec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class _Base(BaseModel):

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
 from acula.training.nets.factory import save_checkpoint
 from acula.training.nets.model import AculaAudioModel
 from acula.training.train.config import TrainConfig
-from torch import nn
-from torch.utils.data import DataLoader, Sampler
 
 
 def seed_everything(seed: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from acula.training.data.records import Recording
 from acula.training.train.audio_dataset import AudioCache, CropDataset
 

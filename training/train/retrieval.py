@@ -17,6 +17,7 @@ from math import comb
 
 import numpy as np
 import torch
+
 from acula.service.bundle import AudioContract
 from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows
 from acula.training.nets.model import AculaAudioModel

@@ -11,6 +11,8 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from torch import nn
+
 from acula.training.data.records import Recording
 from acula.training.losses import masked_spectrogram_loss, random_patch_mask
 from acula.training.nets.factory import build_model, load_external_weights
@@ -18,7 +20,6 @@ from acula.training.nets.model import AculaAudioModel
 from acula.training.train.audio_dataset import AudioCache, CropDataset
 from acula.training.train.config import SSLConfig
 from acula.training.train.loop import param_groups, train
-from torch import nn
 
 T = TypeVar("T")
 
