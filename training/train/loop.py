@@ -105,6 +105,36 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def state_checksum(module: nn.Module) -> str:
+    """SHA-256 over every parameter and buffer of ``module``, in name order: equal exactly when two
+    processes hold the same model."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def replica_checksums(model: nn.Module, env: DistEnv) -> list[str]:
+    """Every rank's :func:`state_checksum`; raises when DDP replicas ended different (a broken gradient
+    sync or an unsynchronised buffer would otherwise ship rank 0's model as if all agreed)."""
+    if env.world == 1:
+        return [state_checksum(model)]
+    # DDP keeps buffers (BatchNorm running statistics) in step by broadcasting rank 0's at every forward;
+    # the last forward updated each rank's own, so finish with that same broadcast.
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer, src=0)
+    local = state_checksum(model)
+    gathered: list[str | None] = [None] * env.world
+    torch.distributed.all_gather_object(gathered, local)
+    checksums = [str(c) for c in gathered]
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"DDP replicas diverged: rank checksums {[c[:12] for c in checksums]}")
+    return checksums
+
+
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     """``metrics.jsonl`` -> PNG of every loss part against the optimiser step."""
     import matplotlib
@@ -270,11 +300,15 @@ def train(
             epoch += 1
     bar.close()
     write_last(epoch, 0 if step < total else micro)
+    checksums = replica_checksums(model, env)
     final = run_dir / "final.pt"
     if env.main:
-        save_checkpoint(
-            final, model, step=step, run_config=json.loads(cfg.model_dump_json()), **(final_extra or {})
-        )
+        run_config = json.loads(cfg.model_dump_json())
+        extra = (final_extra or {}) | {
+            "replica_checksums": checksums,
+            "seconds": time.perf_counter() - started,
+        }
+        save_checkpoint(final, model, step=step, run_config=run_config, **extra)
         plot_losses(metrics_path, run_dir / "loss.png")
     if env.world > 1:
         torch.distributed.barrier()
