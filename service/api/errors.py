@@ -41,7 +41,10 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "rate_out_of_range": (422, "Sample rate out of range"),
     "too_short": (422, "Recording too short"),
     "too_long": (413, "Recording too long"),
+    "too_many_samples": (413, "Recording too costly to decode"),
     "non_finite": (422, "Audio contains non-finite samples"),
+    "level_out_of_range": (422, "Audio level far beyond full scale"),
+    "format_changes": (422, "Audio format changes mid-stream"),
     "digital_silence": (422, "Recording is digital silence"),
     # request options
     "unknown_task": (422, "Unknown task"),

@@ -1,9 +1,13 @@
 """Bytes or a path in, validated mono float32 at the requested rate out.
 
-The order of work is what keeps memory bounded: the size of the input is checked first, then the header
-(channels, rate, declared length) before a single sample is decoded, then the audio is decoded in blocks
-and decoding stops as soon as it passes ``max_seconds`` (MP3 and OGG headers may understate the length).
-Only then are the samples checked (NaN/Inf, silence), averaged to mono and resampled with soxr ('HQ').
+The order of work is what bounds the cost of a decode, whatever the input claims: the size of the input is
+checked first, then the header (channels, rate, declared length, and the number of samples all that adds up
+to) before a single sample is decoded; then the audio is decoded in blocks, each block checked (NaN/Inf, a
+level far beyond full scale), averaged to mono and resampled with soxr ('HQ') as a stream, and decoding
+stops as soon as it passes ``max_seconds`` or ``max_samples`` (MP3 and OGG headers may understate the
+length, a FLAC header may leave it unset). So the audio is never held at its native rate: memory is the
+output at the target rate plus one block, however high the native rate. Chunked resampling gives exactly the
+samples of a one-shot ``soxr.resample``.
 
 Nothing here is shared between calls, so any number of threads may decode at once.
 """
@@ -26,12 +30,15 @@ from acula.service.audio.errors import (
     DigitalSilenceError,
     EmptyInputError,
     FileNotFoundAudioError,
+    FormatChangesError,
+    LevelOutOfRangeError,
     NonFiniteError,
     NotAudioError,
     RateOutOfRangeError,
     TooLargeError,
     TooLongError,
     TooManyChannelsError,
+    TooManySamplesError,
     TooShortError,
     TruncatedAudioError,
     UnsupportedCodecError,
@@ -39,6 +46,7 @@ from acula.service.audio.errors import (
 from acula.service.audio.readers import (
     AudioReader,
     AvReader,
+    ReaderFormatChange,
     ReaderOpenError,
     ReaderReadError,
     SoundfileReader,
@@ -58,7 +66,10 @@ SUPPORTED = "PCM WAV, FLAC, OGG (Vorbis or Opus), MP3 or M4A (AAC)"
 EXACT_TOLERANCE = 0.01
 ESTIMATE_TOLERANCE = 0.10
 # Containers libsndfile knows: when it calls one of these malformed, the file is damaged, not exotic.
-_SOUNDFILE_CONTAINERS = {"FLAC", "OGG", "MP3", "AIFF", "CAF", "RF64"}
+_SOUNDFILE_CONTAINERS = {"FLAC", "OGG", "AIFF", "CAF", "RF64"}
+_FEWER_SAMPLES = "resample it to 48 kHz or less, mix it down to mono, or cut it into parts"
+# Containers FFmpeg reads even though libsndfile opens them (see AvReader for why MP3 is one).
+_AV_FIRST = {"MP3"}
 
 
 def probe_audio(source: AudioSource, limits: AudioLimits | None = None) -> AudioInfo:
@@ -90,20 +101,15 @@ def decode_audio(source: AudioSource, target_rate: int, limits: AudioLimits | No
             _check_header(info, limits)
             if wav is not None:
                 _check_wav_complete(wav, size, info)
-            mono, (low, high) = _read_mono(reader, info, limits)
+            mono, decoded, (low, high) = _read_mono(reader, info, limits, target_rate)
         finally:
             reader.close()
-    _check_decoded(mono, low, high, info, reader.exact_length, limits)
-    duration_s = len(mono) / info.native_rate
-    if info.native_rate != target_rate:
-        import soxr
-
-        mono = soxr.resample(mono, info.native_rate, target_rate, quality="HQ")
+    _check_decoded(decoded, low, high, info, reader.exact_length, limits)
     return DecodedAudio(
         samples=np.ascontiguousarray(mono, dtype=np.float32),
         rate=target_rate,
         native_rate=info.native_rate,
-        duration_s=duration_s,
+        duration_s=decoded / info.native_rate,
         channels=info.channels,
         format=info.format,
         subtype=info.subtype,
@@ -153,6 +159,8 @@ def _open_reader(handle: BinaryIO, size: int) -> tuple[AudioReader, WavHeader | 
     kind = sniff_container(handle.read(16))
     if kind == "WAV":
         return _open_wav(handle, size)
+    if kind in _AV_FIRST:
+        return _open_with_av(handle, size, kind), None
     try:
         reader: AudioReader = SoundfileReader(handle, size)
     except ReaderOpenError as first:
@@ -223,6 +231,12 @@ def _check_header(info: AudioInfo, limits: AudioLimits) -> None:
             f"the header declares {info.duration_s:.1f} s of audio; at most {limits.max_seconds:g} s is "
             "accepted: cut the recording into shorter parts"
         )
+    if info.frames is not None and info.frames * info.channels > limits.max_samples:
+        raise TooManySamplesError(
+            f"the header declares {info.frames * info.channels:,} samples ({_seconds(info)} at "
+            f"{info.native_rate} Hz with {info.channels} channel(s)); at most {limits.max_samples:,} are "
+            f"decoded per recording: {_FEWER_SAMPLES}"
+        )
 
 
 def _check_wav_complete(header: WavHeader, size: int, info: AudioInfo) -> None:
@@ -238,13 +252,20 @@ def _check_wav_complete(header: WavHeader, size: int, info: AudioInfo) -> None:
 
 # --- samples ---------------------------------------------------------------------------------------------
 def _read_mono(
-    reader: AudioReader, info: AudioInfo, limits: AudioLimits
-) -> tuple[np.ndarray, tuple[float, float]]:
-    """Decode block by block into mono, stopping past ``max_seconds``; also the lowest and highest sample."""
+    reader: AudioReader, info: AudioInfo, limits: AudioLimits, target_rate: int
+) -> tuple[np.ndarray, int, tuple[float, float]]:
+    """Decode block by block, check each block, mix it to mono and resample it as a stream, stopping past
+    ``max_seconds`` or ``max_samples``. Returns the samples at ``target_rate``, the number of native frames
+    decoded, and the lowest and highest sample (for the silence check)."""
     rate = info.native_rate
     max_frames = math.floor(limits.max_seconds * rate)
+    resampler = None
+    if rate != target_rate:
+        import soxr
+
+        resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
     parts: list[np.ndarray] = []
-    total, low, high = 0, math.inf, -math.inf
+    total, samples, low, high = 0, 0, math.inf, -math.inf
     try:
         for block in reader.blocks():
             if block.shape[1] > limits.max_channels:
@@ -252,33 +273,64 @@ def _read_mono(
                     f"the stream switches to {block.shape[1]} channels; "
                     f"at most {limits.max_channels} are accepted"
                 )
-            finite = np.isfinite(block)
-            if not finite.all():
-                first = total + int(np.argmin(finite.all(axis=1)))
-                raise NonFiniteError(
-                    f"sample {first} (at {first / rate:.3f} s) is NaN or infinite: the file was written by a "
-                    "broken float pipeline; re-export it as 16-bit PCM"
-                )
-            low, high = min(low, float(block.min())), max(high, float(block.max()))
-            parts.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy())
+            block_low, block_high = _check_levels(block, total, rate, limits)
+            low, high = min(low, block_low), max(high, block_high)
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
             total += len(block)
+            samples += block.size
             if total > max_frames:
                 raise TooLongError(
                     f"decoding passed {limits.max_seconds:g} s, the longest recording accepted "
                     f"(the header declared {_seconds(info)}): cut the recording into shorter parts"
                 )
+            if samples > limits.max_samples:
+                raise TooManySamplesError(
+                    f"decoding passed {limits.max_samples:,} samples, the most decoded per recording "
+                    f"({total / rate:.1f} s at {rate} Hz with {block.shape[1]} channel(s); the header "
+                    f"declared {_seconds(info)}): {_FEWER_SAMPLES}"
+                )
+            parts.append(resampler.resample_chunk(mono) if resampler is not None else mono.copy())
+    except ReaderFormatChange as exc:
+        raise FormatChangesError(
+            f"the stream's format changes part way through ({exc}): it is several recordings joined "
+            "together or a broken export; export it again as one recording in one format"
+        ) from exc
     except ReaderReadError as exc:
         raise TruncatedAudioError(
             f"decoding failed after {total / rate:.2f} s ({exc}): the file is damaged or cut short"
         ) from exc
+    if resampler is not None:
+        parts.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
     mono = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    return mono, (low, high)
+    return mono, total, (low, high)
+
+
+def _check_levels(block: np.ndarray, start: int, rate: int, limits: AudioLimits) -> tuple[float, float]:
+    """The block's lowest and highest sample, after refusing NaN, infinities and absurd levels."""
+    low, high = float(block.min()), float(block.max())
+    if math.isfinite(low) and math.isfinite(high) and max(-low, high) <= limits.max_level:
+        return low, high  # the common case: one pass for min, one for max, nothing else
+    finite = np.isfinite(block)
+    if not finite.all():
+        first = start + int(np.argmin(finite.all(axis=1)))
+        raise NonFiniteError(
+            f"sample {first} (at {first / rate:.3f} s) is NaN or infinite: the file was written by a "
+            "broken float pipeline; re-export it as 16-bit PCM"
+        )
+    loud = np.abs(block).max(axis=1) > limits.max_level
+    first = start + int(np.argmax(loud))
+    peak = max(-low, high)
+    raise LevelOutOfRangeError(
+        f"sample {first} (at {first / rate:.3f} s) is {peak:.3g} where full scale is 1.0 (at most "
+        f"{limits.max_level:g} is accepted): the file was written with a broken gain; re-export it "
+        "normalised, or as 16-bit PCM"
+    )
 
 
 def _check_decoded(
-    mono: np.ndarray, low: float, high: float, info: AudioInfo, exact: bool, limits: AudioLimits
+    decoded: int, low: float, high: float, info: AudioInfo, exact: bool, limits: AudioLimits
 ) -> None:
-    rate, decoded = info.native_rate, len(mono)
+    rate = info.native_rate
     tolerance = EXACT_TOLERANCE if exact else ESTIMATE_TOLERANCE
     if info.frames is not None and info.frames - decoded > tolerance * info.frames:
         raise TruncatedAudioError(

@@ -62,8 +62,27 @@ class TooLongError(AudioError):
     code = "too_long"
 
 
+class TooManySamplesError(AudioError):
+    """More samples (frames x channels) than one decode may cost, declared or found while decoding."""
+
+    code = "too_many_samples"
+
+
 class NonFiniteError(AudioError):
     code = "non_finite"
+
+
+class LevelOutOfRangeError(AudioError):
+    """Finite samples far beyond full scale (a float file written with a huge gain): refused rather than
+    passed to an encoder whose arithmetic would overflow or whose output would be meaningless."""
+
+    code = "level_out_of_range"
+
+
+class FormatChangesError(AudioError):
+    """The stream changes its sample rate or channel count part way through."""
+
+    code = "format_changes"
 
 
 class DigitalSilenceError(AudioError):
@@ -81,6 +100,9 @@ ALL_ERRORS: tuple[type[AudioError], ...] = (
     RateOutOfRangeError,
     TooShortError,
     TooLongError,
+    TooManySamplesError,
     NonFiniteError,
+    LevelOutOfRangeError,
+    FormatChangesError,
     DigitalSilenceError,
 )

@@ -30,6 +30,15 @@ AV_CONTAINERS = {
     "caf": "CAF",
     "aiff": "AIFF",
 }
+# What FFmpeg may do with an upload, set before it probes a byte: demux only the containers above (the concat,
+# HLS, image-sequence and playlist demuxers would open other files named inside the upload) and open no
+# protocol at all (our bytes come through PyAV's own I/O, which needs none; "none" names no protocol).
+AV_OPTIONS = {
+    "format_whitelist": ",".join(name for names in AV_CONTAINERS for name in names.split(",")),
+    "protocol_whitelist": "none",
+}
+# libsndfile's names for FFmpeg's codecs, where a format is read by either library.
+_AV_SUBTYPES = {"mp3": "MPEG_LAYER_III", "mp3float": "MPEG_LAYER_III"}
 # Formats whose header states the exact length; others (MP3, AAC) only estimate it.
 _EXACT_LENGTH_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG", "AIFF", "CAF"}
 
@@ -47,6 +56,14 @@ class ReaderOpenError(Exception):
 
 class ReaderReadError(Exception):
     """Decoding failed part way through the stream."""
+
+
+class ReaderFormatChange(ReaderReadError):
+    """The stream's sample rate or channel count changes part way through; ``frame`` is where."""
+
+    def __init__(self, message: str, frame: int) -> None:
+        super().__init__(message)
+        self.frame = frame
 
 
 class AudioReader(Protocol):
@@ -103,7 +120,12 @@ class SoundfileReader:
 
 
 class AvReader:
-    """M4A/AAC and what libsndfile cannot open, limited to the audio containers in ``AV_CONTAINERS``."""
+    """MP3, M4A/AAC and what libsndfile cannot open, limited to the audio containers in ``AV_CONTAINERS``.
+
+    MP3 comes here rather than to libsndfile, whose MP3 decoder stops at the length it estimated from the
+    first frame (a third of a file without a Xing header) or at a change of sample rate, and reports a
+    clean end either way: the rest of the recording would be dropped without a word.
+    """
 
     exact_length = False
 
@@ -112,7 +134,7 @@ class AvReader:
 
         handle.seek(0)
         try:
-            container: Any = av.open(handle, mode="r")
+            container: Any = av.open(handle, mode="r", options=AV_OPTIONS)
         except (av.error.FFmpegError, ValueError, OSError, EOFError, IndexError) as exc:
             raise ReaderOpenError(str(exc), "unrecognised") from exc
         self._container = container
@@ -143,7 +165,7 @@ class AvReader:
             frames = round(container.duration * rate / 1_000_000)
         info = AudioInfo(
             format=AV_CONTAINERS[name],
-            subtype=str(context.name).upper(),
+            subtype=_AV_SUBTYPES.get(str(context.name), str(context.name).upper()),
             channels=int(context.layout.nb_channels),
             native_rate=rate,
             frames=frames,
@@ -153,17 +175,34 @@ class AvReader:
         return info, stream
 
     def blocks(self) -> Iterator[np.ndarray]:
+        """Blocks of about ``BLOCK_FRAMES`` (codec frames hold a few hundred samples: one array per codec
+        frame would cost more in per-block checks than in decoding)."""
         import av
 
         resampler = av.AudioResampler(format="fltp")  # same layout and rate, planar float32
+        pending: list[np.ndarray] = []
+        count = decoded = 0
+        rate, channels = self.info.native_rate, self.info.channels
         try:
             for frame in self._container.decode(self._stream):
+                if frame.sample_rate != rate or frame.layout.nb_channels != channels:
+                    raise ReaderFormatChange(
+                        f"at {decoded / rate:.2f} s the stream turns to {frame.sample_rate} Hz with "
+                        f"{frame.layout.nb_channels} channel(s), where it was {rate} Hz with {channels}",
+                        decoded,
+                    )
+                decoded += frame.samples
                 for converted in resampler.resample(frame):
-                    yield np.ascontiguousarray(converted.to_ndarray().T, dtype=np.float32)
-            for converted in resampler.resample(None):
-                yield np.ascontiguousarray(converted.to_ndarray().T, dtype=np.float32)
+                    pending.append(converted.to_ndarray().T)
+                    count += pending[-1].shape[0]
+                if count >= BLOCK_FRAMES:
+                    yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
+                    pending, count = [], 0
+            pending.extend(converted.to_ndarray().T for converted in resampler.resample(None))
         except (av.error.FFmpegError, ValueError, OSError, EOFError, IndexError) as exc:
             raise ReaderReadError(str(exc)) from exc
+        if pending:
+            yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
 
     def close(self) -> None:
         self._container.close()

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# 600 s of 48 kHz stereo: every real recording the limits admit by duration, at a phone's or recorder's rate.
+DEFAULT_MAX_SAMPLES = 600 * 48_000 * 2
+
 
 class AudioLimits(BaseModel):
     """Bounds checked against the header before decoding, and again while decoding.
@@ -26,6 +29,18 @@ class AudioLimits(BaseModel):
     )
     min_rate: int = Field(default=1000, gt=0, description="Lowest native sample rate accepted, in Hz.")
     max_rate: int = Field(default=384000, gt=0, description="Highest native sample rate accepted, in Hz.")
+    max_samples: int = Field(
+        default=DEFAULT_MAX_SAMPLES,
+        gt=0,
+        description="Most samples (frames x channels, at the native rate) decoded from one input: the cost "
+        "of a decode, which a duration limit alone does not bound (600 s at 384 kHz is 8x 600 s at 48 kHz).",
+    )
+    max_level: float = Field(
+        default=16.0,
+        gt=0,
+        description="Largest absolute sample value accepted (full scale is 1.0). Only float formats can "
+        "exceed 1.0; far beyond it the encoder's arithmetic overflows and its output means nothing.",
+    )
     reject_silence: bool = Field(default=True, description="Refuse recordings whose samples are all equal.")
 
     @model_validator(mode="after")

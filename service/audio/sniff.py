@@ -25,6 +25,7 @@ WAV_CODEC_NAMES = {
     0x0055: "MPEG Layer III",
 }
 _EXTENSIBLE = 0xFFFE
+_PCM_TAGS = {0x0001, 0x0003}  # integer PCM, IEEE float
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streaming writers leave the data size unset
 _MAX_CHUNKS = 4096
 
@@ -71,14 +72,23 @@ class WavHeader:
     def codec_name(self) -> str:
         return WAV_CODEC_NAMES.get(self.format_tag, f"format tag 0x{self.format_tag:04X}")
 
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes per frame. For PCM and float the one libsndfile decodes with, channels x whole bytes per
+        sample, whatever ``block_align`` says (writers leave it 0 or wrong, and libsndfile ignores it);
+        for block codecs (ADPCM...) the block size."""
+        if self.format_tag in _PCM_TAGS and self.channels and self.bits:
+            return self.channels * -(-self.bits // 8)
+        return max(self.block_align, 1)
+
     def declared_frames(self, file_size: int) -> int:
         """Frames the header claims; the bytes present when the claim is unset."""
         data = self.declared_bytes if self.declared_bytes is not None else file_size - self.data_offset
-        return max(data, 0) // max(self.block_align, 1)
+        return max(data, 0) // self.frame_bytes
 
     def available_frames(self, file_size: int) -> int:
         """Whole frames actually present in the file."""
-        return max(file_size - self.data_offset, 0) // max(self.block_align, 1)
+        return max(file_size - self.data_offset, 0) // self.frame_bytes
 
 
 class WavHeaderError(ValueError):

@@ -23,12 +23,15 @@ from acula.service.audio import (
     DigitalSilenceError,
     EmptyInputError,
     FileNotFoundAudioError,
+    FormatChangesError,
+    LevelOutOfRangeError,
     NonFiniteError,
     NotAudioError,
     RateOutOfRangeError,
     TooLargeError,
     TooLongError,
     TooManyChannelsError,
+    TooManySamplesError,
     TooShortError,
     TruncatedAudioError,
     UnsupportedCodecError,
@@ -36,6 +39,8 @@ from acula.service.audio import (
     probe_audio,
 )
 from tests.support.audio_cases import (
+    FLOAT_CONTAINERS,
+    REFERENCING_FILES,
     SOUNDFILE_FORMATS,
     cut,
     dominant_frequency,
@@ -44,9 +49,13 @@ from tests.support.audio_cases import (
     encode_m4a,
     encode_video_only_mp4,
     flac_claiming_frames,
+    mp3_joined,
+    mp3_without_xing,
     random_bytes,
+    scaled_float,
     sine,
     wav_claiming_seconds,
+    wav_with_block_align,
     with_wav_format_tag,
 )
 
@@ -212,6 +221,14 @@ MALFORMED = [
     ("too-large", lambda: WAV, AudioLimits(max_bytes=10_000), TooLargeError),
     ("nan-float-wav", _nan_wav, None, NonFiniteError),
     ("inf-float-wav", _inf_float_wav, None, NonFiniteError),
+    ("float-wav-at-1e18", lambda: scaled_float("WAV", 1e18), None, LevelOutOfRangeError),
+    (
+        "flac-declaring-600-s-at-384-khz",
+        lambda: flac_claiming_frames(encode(sine(seconds=0.2, rate=384000), 384000, "FLAC"), 599 * 384000),
+        None,
+        TooManySamplesError,
+    ),
+    ("mp3-rate-changes", lambda: mp3_joined((16000, 2.0), (8000, 2.0)), None, FormatChangesError),
     ("all-zero-wav", lambda: encode(np.zeros(16000, np.float32), 16000), None, DigitalSilenceError),
     ("constant-dc-wav", lambda: encode(np.full(16000, 0.25, np.float32), 16000), None, DigitalSilenceError),
 ]
@@ -333,3 +350,117 @@ def test_wav_with_data_before_fmt_is_truncated_not_a_crash() -> None:
     data = b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
     with pytest.raises(TruncatedAudioError):
         decode_audio(data, 16000)
+
+
+# --- hostile inputs (issue 20): levels, decode cost, streams that change, files that reference files ------
+@pytest.mark.parametrize("container", FLOAT_CONTAINERS)
+@pytest.mark.parametrize("peak", [1.7e1, 1e18, 1.9e19, 3.4e38])
+def test_finite_but_absurd_float_levels_are_refused_in_every_float_container(
+    container: str, peak: float
+) -> None:
+    """Samples the finiteness check passes but the encoder's arithmetic cannot: refused before decoding
+    ends, by the decoder, so no caller (service, CLI, training) can feed them to a model."""
+    with pytest.raises(LevelOutOfRangeError, match="full scale"):
+        decode_audio(scaled_float(container, peak), 8000)
+
+
+@pytest.mark.parametrize("container", FLOAT_CONTAINERS)
+def test_float_levels_a_little_above_full_scale_are_kept_as_they_are(container: str) -> None:
+    audio = decode_audio(scaled_float(container, 4.0), 8000)
+    assert float(np.abs(audio.samples).max()) == pytest.approx(4.0, rel=1e-3)
+
+
+def test_a_single_huge_sample_is_refused_and_located() -> None:
+    samples = sine(seconds=1.0, rate=8000)
+    samples[4000] = 3.4e38
+    with pytest.raises(LevelOutOfRangeError, match=r"sample 4000 \(at 0.500 s\)"):
+        decode_audio(encode(samples, 8000, "WAV", "FLOAT"), 8000)
+
+
+def test_the_sample_budget_counts_rate_and_channels_not_only_duration() -> None:
+    """100 s is well within max_seconds, but at 384 kHz with 2 channels it is 77 M samples to decode."""
+    stereo = encode(sine(seconds=0.2, rate=384000, channels=2), 384000, "FLAC")
+    with pytest.raises(TooManySamplesError, match="declares 76,800,000 samples"):
+        decode_audio(flac_claiming_frames(stereo, 100 * 384000), 8000)
+    assert decode_audio(stereo, 8000).duration_s == pytest.approx(0.2)
+
+
+def test_a_decode_without_a_declared_length_stops_at_the_sample_budget() -> None:
+    data = flac_claiming_frames(encode(sine(seconds=3.0, rate=96000), 96000, "FLAC"), 0)
+    with pytest.raises(TooManySamplesError, match="decoding passed 100,000 samples"):
+        decode_audio(data, 8000, AudioLimits(max_samples=100_000))
+
+
+def test_high_rate_audio_is_never_held_at_its_native_rate() -> None:
+    """A 30-s FLAC at 384 kHz with its length unset: 46 MB of float32 at the native rate, 1 MB at 8 kHz.
+    Resampled as it is decoded, the decode's peak allocation stays a small multiple of the output."""
+    import tracemalloc
+
+    data = flac_claiming_frames(encode(sine(seconds=30.0, rate=384000), 384000, "FLAC"), 0)
+    tracemalloc.start()
+    try:
+        audio = decode_audio(data, 8000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    native_bytes = 30 * 384000 * 4
+    assert audio.duration_s == pytest.approx(30.0) and len(audio.samples) == 240000
+    assert peak < native_bytes / 4, f"peak {peak / 1e6:.1f} MB for {native_bytes / 1e6:.0f} MB at native rate"
+
+
+def test_chunked_resampling_equals_one_shot_resampling() -> None:
+    import soxr
+
+    native = sine(440.0, seconds=7.3, rate=44100)
+    audio = decode_audio(encode(native, 44100, "WAV", "FLOAT"), 8000)
+    np.testing.assert_array_equal(audio.samples, soxr.resample(native, 44100, 8000, quality="HQ"))
+
+
+def test_an_mp3_is_decoded_to_its_end_without_a_xing_header() -> None:
+    """libsndfile stopped such a file at the length it estimated from the first frame (a third of it)."""
+    assert decode_audio(mp3_without_xing(3.0), 16000).duration_s == pytest.approx(3.0, abs=0.15)
+
+
+def test_an_mp3_whose_rate_changes_says_so() -> None:
+    with pytest.raises(FormatChangesError, match="16000 Hz") as caught:
+        decode_audio(mp3_joined((16000, 3.0), (8000, 6.0)), 8000)
+    assert "8000 Hz" in str(caught.value)
+
+
+@pytest.mark.parametrize("block_align", [0, 1, 7, 65535])
+def test_a_wrong_wav_block_align_is_not_reported_as_cut_short(block_align: int) -> None:
+    """libsndfile decodes PCM with channels x bytes per sample whatever block_align says; so does the
+    completeness check, which took block_align 0 for a file claiming twice its length."""
+    audio = decode_audio(wav_with_block_align(encode(sine(seconds=2.0), 16000), block_align), 16000)
+    assert audio.duration_s == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("kind", sorted(REFERENCING_FILES))
+def test_an_upload_that_names_other_files_never_makes_the_decoder_open_them(
+    kind: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The named file is a FIFO: opening it for reading blocks until a writer comes, so a decoder that
+    follows the reference hangs instead of answering. Refused as not audio, with nothing opened."""
+    import os
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo("evidence")
+    data = REFERENCING_FILES[kind].format(name="evidence").encode()
+    outcome: list[object] = []
+    worker = threading.Thread(target=lambda: outcome.append(_refusal(data)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # unblock the decoder's open() before failing
+        with contextlib.suppress(OSError):
+            os.close(os.open("evidence", os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"the {kind} upload made the decoder open a file it names")
+    assert outcome == ["not_audio"]
+
+
+def _refusal(data: bytes) -> str:
+    try:
+        decode_audio(data, 8000)
+    except AudioError as exc:
+        return exc.code
+    return "decoded"

@@ -132,3 +132,49 @@ def dominant_frequency(samples: np.ndarray, rate: int) -> float:
     left, centre, right = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
     shift = 0.5 * (left - right) / (left - 2 * centre + right)
     return (peak + shift) * rate / len(samples)
+
+
+# --- hostile inputs (docs/RELIABILITY.md) -------------------------------------------------------------------
+# Float containers libsndfile writes; each can hold any finite float32, so any level.
+FLOAT_CONTAINERS = ["WAV", "AIFF", "CAF", "W64", "RF64"]
+
+
+def scaled_float(container: str, peak: float, seconds: float = 2.0, rate: int = 8000) -> bytes:
+    """A tone scaled to ``peak`` (finite, however large) as 32-bit float in ``container``."""
+    tone = sine(220.0, seconds, rate) / 0.5 * peak
+    return encode(tone.astype(np.float32), rate, container, "FLOAT")
+
+
+def mp3_joined(*parts: tuple[int, float]) -> bytes:
+    """MP3 files of ``(rate, seconds)`` each, joined byte for byte: a stream whose sample rate changes."""
+    return b"".join(
+        encode(sine(220.0, seconds, rate), rate, "MP3", "MPEG_LAYER_III") for rate, seconds in parts
+    )
+
+
+def mp3_without_xing(seconds: float, rate: int = 16000) -> bytes:
+    """An MP3 whose first frame (the Xing/Info frame LAME writes, which states the length) is removed."""
+    data = encode(sine(220.0, seconds, rate), rate, "MP3", "MPEG_LAYER_III")
+    second = data.find(data[:2], 4)  # the next frame's sync and header bytes
+    return data[second:]
+
+
+def wav_with_block_align(data: bytes, block_align: int) -> bytes:
+    """The WAV with its ``fmt `` chunk's block_align replaced (writers leave it 0 or wrong)."""
+    edited = bytearray(data)
+    struct.pack_into("<H", edited, wav_chunk_offset(data, b"fmt ") + 20, block_align)
+    return bytes(edited)
+
+
+# Text files FFmpeg demuxers read as lists of other files to open: uploads that must never make the decoder
+# open anything. ``{name}`` is a relative file name (absolute ones the concat demuxer refuses by itself).
+REFERENCING_FILES = {
+    "ffconcat": "ffconcat version 1.0\nfile '{name}'\n",
+    "hls": "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{name}\n#EXT-X-ENDLIST\n",
+    "m3u": "#EXTM3U\n#EXTINF:10,x\n{name}\n",
+    "dash": '<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static">'
+    '<Period><AdaptationSet mimeType="audio/mp4"><Representation id="1" bandwidth="1">'
+    "<BaseURL>{name}</BaseURL></Representation></AdaptationSet></Period></MPD>\n",
+    "sdp": "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 9 RTP/AVP 0\n",
+    "ffmetadata": ";FFMETADATA1\ntitle={name}\n",
+}
