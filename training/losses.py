@@ -78,6 +78,21 @@ def cka_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 1.0 - linear_cka(x, y)
 
 
+def feature_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Squared error to a frozen teacher's features ``(B, D)``, divided by the teacher's variance across the
+    batch: scale-free (1.0 is as far off as predicting the batch mean), so its weight means the same for a
+    384-d and a 1,536-d embedding."""
+    teacher = teacher.float()
+    spread = teacher.var(dim=0, unbiased=False).mean().clamp(min=1e-6)
+    return F.mse_loss(student.float(), teacher) / spread
+
+
+def logit_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the student's multi-label logits against the teacher's sigmoid outputs, the
+    soft targets AudioSet taggers are distilled with (one independent probability per class)."""
+    return F.binary_cross_entropy_with_logits(student.float(), torch.sigmoid(teacher.float()))
+
+
 class ContrastiveLoss(nn.Module):
     """Symmetric InfoNCE (default) or SigLIP between unit-length audio and text joint embeddings.
 

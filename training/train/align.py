@@ -10,6 +10,7 @@ one (``retrieval.json``).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,18 @@ import torch
 from torch import nn
 
 from acula.training.data.records import Recording
-from acula.training.losses import ContrastiveLoss, cka_loss, masked_spectrogram_loss, random_patch_mask
+from acula.training.losses import (
+    ContrastiveLoss,
+    cka_loss,
+    feature_distillation_loss,
+    logit_distillation_loss,
+    masked_spectrogram_loss,
+    random_patch_mask,
+)
 from acula.training.nets.factory import build_model, load_checkpoint
 from acula.training.nets.model import AculaAudioModel
 from acula.training.teacher import TeacherCache, load_teacher
-from acula.training.train.audio_dataset import AudioCache, default_cache_dir
+from acula.training.train.audio_dataset import AudioCache, LogMelCache, default_cache_dir
 from acula.training.train.config import AlignConfig
 from acula.training.train.loop import param_groups, train
 from acula.training.train.pairs import PairDataset, build_pairs, read_reports
@@ -30,10 +38,13 @@ from acula.training.train.ssl import float32_logmel, subset
 
 
 class AlignObjective(nn.Module):
-    """``(waveform (B, S), text index (B,))`` -> named loss parts.
+    """``(audio, text index (B,))`` -> named loss parts; ``audio`` is waveforms ``(B, S)`` or, from the
+    log-mel cache, log-mels ``(B, 1, F, T)``.
 
     ``text_table`` ``(U, H)`` holds the cached teacher embedding of every distinct training text; the text
-    index doubles as the text identity for the contrastive targets.
+    index doubles as the text identity for the contrastive targets. The self-distillation parts compare the
+    encoder with a frozen copy of itself as it was when alignment started (for a pretrained encoder: what
+    AudioSet taught it).
     """
 
     def __init__(
@@ -44,6 +55,7 @@ class AlignObjective(nn.Module):
         mask_ratio: float,
         weights: dict[str, float],
         masked_batch_fraction: float = 1.0,
+        freeze_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -51,18 +63,49 @@ class AlignObjective(nn.Module):
         self.register_buffer("text_table", text_table, persistent=False)
         self.mask_ratio = mask_ratio
         self.masked_batch_fraction = masked_batch_fraction
+        self.freeze_batchnorm = freeze_batchnorm
         self.active = {name for name, w in weights.items() if w > 0}
+        if "distill_logits" in self.active and not hasattr(model.encoder, "classify"):
+            raise ValueError("distill_logits needs an encoder with a classifier (the pretrained MobileNet)")
+        self.frozen_encoder: nn.Module | None = None
+        if self.active & {"distill_features", "distill_logits"}:
+            self.frozen_encoder = copy.deepcopy(model.encoder).requires_grad_(False).eval()
 
-    def forward(self, waveform: torch.Tensor, text_index: torch.Tensor) -> dict[str, torch.Tensor]:
-        model = self.model
-        spec = float32_logmel(model, waveform)  # (B, S) -> (B, 1, F, T)
-        audio = model.audio_head(model.encoder(spec))  # (B, D) -> (B, J)
+    def train(self, mode: bool = True) -> AlignObjective:
+        super().train(mode)
+        if self.frozen_encoder is not None:
+            self.frozen_encoder.eval()
+        if self.freeze_batchnorm:
+            for module in self.model.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def forward(self, audio: torch.Tensor, text_index: torch.Tensor) -> dict[str, torch.Tensor]:
+        model, encoder = self.model, self.model.encoder
+        spec = audio if audio.dim() == 4 else float32_logmel(model, audio)  # (B, 1, F, T)
+        logits = None
+        if "distill_logits" in self.active:
+            fmap = encoder.feature_map(spec)  # type: ignore[operator]
+            embedding, logits = encoder.pool(fmap), encoder.classify(fmap)  # type: ignore[operator]
+        else:
+            embedding = encoder(spec)  # (B, 1, F, T) -> (B, D)
+        audio_joint = model.audio_head(embedding)  # (B, D) -> (B, J)
         text = model.encode_text(self.text_table[text_index])  # (B, H) -> (B, J)
         parts: dict[str, torch.Tensor] = {}
         if "contrastive" in self.active:
-            parts["contrastive"] = self.contrastive(audio, text, text_index)
+            parts["contrastive"] = self.contrastive(audio_joint, text, text_index)
         if "cka" in self.active:
-            parts["cka"] = cka_loss(audio, text)
+            parts["cka"] = cka_loss(audio_joint, text)
+        if self.frozen_encoder is not None:
+            with torch.no_grad():
+                frozen_map = self.frozen_encoder.feature_map(spec)  # type: ignore[operator]
+            if "distill_features" in self.active:
+                target = self.frozen_encoder.pool(frozen_map)  # type: ignore[operator]
+                parts["distill_features"] = feature_distillation_loss(embedding, target)
+            if logits is not None:
+                target = self.frozen_encoder.classify(frozen_map)  # type: ignore[operator]
+                parts["distill_logits"] = logit_distillation_loss(logits, target)
         if "masked_spectrogram" in self.active:
             # The masked pass is a second forward: on CPU it runs on part of the batch only.
             part = spec[: max(1, round(len(spec) * self.masked_batch_fraction))]
@@ -95,6 +138,21 @@ def starting_model(config: AlignConfig, text_dim: int) -> AculaAudioModel:
     return model
 
 
+def _param_groups(objective: AlignObjective, config: AlignConfig) -> list[dict]:
+    """New parts (joint heads, temperature, SSL decoder) learn at ``optim.lr``, the encoder it starts from
+    at ``optim.lr * encoder_lr_scale``, or not at all when that is 0."""
+    encoder_prefixes = ("model.encoder.", "model.frontend.")
+    named = [(n, p) for n, p in objective.named_parameters() if not n.startswith("frozen_encoder.")]
+    heads = [(n, p) for n, p in named if not n.startswith(encoder_prefixes)]
+    encoder = [(n, p) for n, p in named if n.startswith(encoder_prefixes)]
+    lr, wd = config.optim.lr, config.optim.weight_decay
+    if config.encoder_lr_scale == 0:
+        for _, parameter in encoder:
+            parameter.requires_grad_(False)
+        return param_groups(heads, lr, wd)
+    return param_groups(heads, lr, wd) + param_groups(encoder, lr * config.encoder_lr_scale, wd)
+
+
 def run_align(
     config: AlignConfig, records: list[Recording] | None = None, reports: list[Any] | None = None
 ) -> Path:
@@ -123,19 +181,23 @@ def run_align(
     model = starting_model(config, teacher.hidden_size)
     audio_cache = AudioCache(cache_root, model.sample_rate)
     train_pairs = train_pairs.keep(audio_cache.prepare(train_pairs.records, progress=config.progress))
+    source: AudioCache | LogMelCache = audio_cache
+    if config.data.cache_logmel and model.config.frontend.normalise != "clip":
+        source = LogMelCache(audio_cache, model.frontend)
+        train_pairs = train_pairs.keep(source.prepare(train_pairs.records, progress=config.progress))
     window = round(config.data.window_seconds * model.sample_rate)
-    dataset = PairDataset(train_pairs, audio_cache, window, config.data.crops_per_recording, config.seed)
+    dataset = PairDataset(train_pairs, source, window, config.data.crops_per_recording, config.seed)
     weights = config.loss_weights.model_dump()
     objective = AlignObjective(
-        model, table, config.contrastive, config.mask_ratio, weights, config.masked_batch_fraction
+        model,
+        table,
+        config.contrastive,
+        config.mask_ratio,
+        weights,
+        config.masked_batch_fraction,
+        config.freeze_batchnorm,
     )
-
-    heads = {"model.audio_head", "model.text_head", "contrastive"}
-    named = list(objective.named_parameters())
-    head_params = [(n, p) for n, p in named if any(n.startswith(h + ".") for h in heads)]
-    body_params = [(n, p) for n, p in named if not any(n.startswith(h + ".") for h in heads)]
-    lr, wd = config.optim.lr, config.optim.weight_decay
-    groups = param_groups(head_params, lr, wd) + param_groups(body_params, lr * config.encoder_lr_scale, wd)
+    groups = _param_groups(objective, config)
     extra = {
         "stage": "align",
         "teacher": teacher.identity,
@@ -171,9 +233,11 @@ def evaluate(
     aligned = load_checkpoint(final)
     if config.init_checkpoint is not None:
         before_name, before = "ssl", load_checkpoint(config.init_checkpoint)
-    else:
-        torch.manual_seed(config.seed)  # the same random init alignment started from
-        before_name, before = "random_init", build_model(aligned.config.model_copy(update={"text_dim": None}))
+    else:  # the same start alignment had: the pretrained weights the config names, or the seeded random init
+        torch.manual_seed(config.seed)
+        before = build_model(aligned.config.model_copy(update={"text_dim": None})).eval()
+        pretrained = aligned.config.encoder == "mobilenet" and aligned.config.mobilenet.pretrained is not None
+        before_name = "pretrained" if pretrained else "random_init"
     results = retrieval_report(
         {before_name: before, "aligned": aligned},
         train_pairs,

@@ -34,6 +34,11 @@ class DataConfig(_Base):
         None, ge=1, description="Use at most this many recordings (smoke tests)."
     )
     crops_per_recording: int = Field(1, ge=1, description="Random crops per recording per epoch.")
+    cache_logmel: bool = Field(
+        True,
+        description="Train on cached log-mels when the front-end allows it (frozen, crop-independent "
+        "normalisation): an epoch then costs only the network.",
+    )
 
 
 class OptimConfig(_Base):
@@ -97,9 +102,19 @@ class SSLConfig(TrainConfig):
 
 
 class AlignLossWeights(_Base):
+    """What alignment optimises: the contrastive term, plus terms that keep what the encoder already knew."""
+
     contrastive: float = Field(1.0, ge=0, description="InfoNCE or SigLIP (see `contrastive`).")
     cka: float = Field(0.0, ge=0, description="1 - linear CKA between audio and text joint features.")
     masked_spectrogram: float = Field(0.1, ge=0, description="Keeps fine acoustic detail while aligning.")
+    distill_features: float = Field(
+        0.0,
+        ge=0,
+        description="Stay near a frozen copy of the starting encoder's embedding (self-distillation).",
+    )
+    distill_logits: float = Field(
+        0.0, ge=0, description="Keep the starting encoder's AudioSet predictions (pretrained MobileNet only)."
+    )
 
 
 class EvalConfig(_Base):
@@ -133,7 +148,10 @@ class AlignConfig(TrainConfig):
     )
     loss_weights: AlignLossWeights = Field(default_factory=AlignLossWeights)
     encoder_lr_scale: float = Field(
-        0.3, gt=0, le=1, description="Encoder lr = optim.lr * this; heads learn at optim.lr."
+        0.3, ge=0, le=1, description="Encoder lr = optim.lr * this; heads learn at optim.lr (0: frozen)."
+    )
+    freeze_batchnorm: bool = Field(
+        False, description="Keep the encoder's BatchNorm statistics as they were (eval mode) while aligning."
     )
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
