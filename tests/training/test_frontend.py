@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from acula.training.nets.frontend import FrontendConfig, LogMelFrontend, mel_filterbank
+from acula.training.nets.efficientat import efficientat_frontend
+from acula.training.nets.frontend import FrontendConfig, LogMelFrontend, kaldi_mel_filterbank, mel_filterbank
 from tests.support.onnx_session import export_and_open
 
 torch.set_num_threads(2)
@@ -58,6 +59,57 @@ def test_power_matches_torch_stft(num_samples: int) -> None:
     assert ((ours.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 
+@pytest.mark.parametrize("num_samples", [1601, 48000])
+def test_short_symmetric_window_and_reflect_padding_match_torch_stft(num_samples: int) -> None:
+    """EfficientAT's STFT: 800-sample symmetric Hann centred in a 1024 frame, reflect padding, pre-emphasis.
+
+    Our kernels hold only the 800 window taps; torch.stft zero-pads the window to 1024 in the middle.
+    """
+    cfg = efficientat_frontend()
+    frontend = LogMelFrontend(cfg)
+    wave = torch.randn(2, num_samples)
+    emphasised = frontend.preemphasise(wave)
+    assert emphasised.shape == (2, num_samples - 1)
+    assert torch.allclose(emphasised[:, 5], wave[:, 6] - 0.97 * wave[:, 5])
+    ours = frontend.power_spectrogram(emphasised)
+    spec = torch.stft(
+        emphasised.double(),
+        cfg.n_fft,
+        cfg.hop_length,
+        win_length=cfg.win_length,
+        window=torch.hann_window(cfg.window_length, periodic=False, dtype=torch.float64),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+    ref = spec.abs() ** 2
+    assert ours.shape == ref.shape and ours.shape[-1] == frontend.num_frames(num_samples)
+    assert ((ours.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def test_kaldi_filters() -> None:
+    """Triangles straight in Kaldi mel, 0..15 kHz, the Nyquist bin left out, each peaking at its centre."""
+    mel = kaldi_mel_filterbank(32000, 1024, 128, 0.0, 15000.0)
+    assert mel.shape == (513, 128)
+    assert (mel[512] == 0).all() and (mel.sum(axis=0) > 0).all()
+    assert (mel >= 0).all() and mel.max() <= 1.0
+    bin_mel = 1127.0 * np.log1p(np.arange(512) * 32000 / 1024 / 700.0)
+    delta = 1127.0 * np.log1p(15000.0 / 700.0) / 129
+    assert np.all(mel[:512][bin_mel >= 129 * delta] == 0)  # nothing above f_max
+    peak = mel[:512].argmax(axis=0)  # the bin nearest each centre, in mel
+    centre = (np.arange(128) + 1) * delta
+    assert np.all(np.abs(bin_mel[peak] - centre) <= np.diff(bin_mel)[np.minimum(peak, 510)])
+
+
+def test_normalisation_modes_and_legacy_bool() -> None:
+    assert FrontendConfig.model_validate({"normalise": True}).normalise == "clip"
+    assert FrontendConfig.model_validate({"normalise": False}).normalise == "none"
+    wave = torch.randn(1, 16000)
+    raw = LogMelFrontend(FrontendConfig(normalise="none"))(wave)
+    fixed = LogMelFrontend(FrontendConfig(normalise="fixed", fixed_mean=-4.5, fixed_std=5.0))(wave)
+    assert torch.allclose(fixed, (raw + 4.5) / 5, atol=1e-6)
+
+
 def test_every_mel_filter_has_weight() -> None:
     cfg = FrontendConfig()
     mel = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.sample_rate / 2)
@@ -78,6 +130,22 @@ def test_onnx_export_dynamic_batch_and_length(tmp_path) -> None:
         got = session.run(None, {"waveform": wave})[0]
         want = frontend(torch.from_numpy(wave)).numpy()
         assert got.shape == want.shape
+        assert np.abs(got - want).max() < 1e-4
+
+
+def test_onnx_export_with_reflect_padding_keeps_length_dynamic(tmp_path) -> None:
+    """Reflect padding exports as ONNX Pad(mode=reflect) and follows the input length (no STFT op)."""
+    import onnx
+
+    frontend = LogMelFrontend(efficientat_frontend()).eval()
+    session = export_and_open(frontend, tmp_path / "frontend.onnx", ["logmel"], 1024, 640000)
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "frontend.onnx")).graph.node}
+    assert "STFT" not in ops and "Pad" in ops
+    for shape in [(1, 5000), (3, 32123)]:
+        wave = (0.1 * np.random.default_rng(0).standard_normal(shape)).astype(np.float32)
+        got = session.run(None, {"waveform": wave})[0]
+        want = frontend(torch.from_numpy(wave)).numpy()
+        assert got.shape == want.shape == (shape[0], 1, 128, (shape[1] - 1) // 320 + 1)
         assert np.abs(got - want).max() < 1e-4
 
 

@@ -1,1 +1,1 @@
-"""Audio networks: log-mel front-end, encoders (CNN, ViT), heads, and the model factory."""
+"""Audio networks: log-mel front-end, encoders (CNN, ViT, EfficientAT MobileNet), heads, model factory."""

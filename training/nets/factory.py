@@ -3,24 +3,58 @@
 A checkpoint is ``torch.save({"config": ModelConfig.model_dump(), "model": state_dict, ...})``; it is read
 with ``weights_only=True`` (no pickle execution), and the config inside rebuilds the exact network, so a
 checkpoint cannot be loaded into a mismatched architecture by accident.
+
+Pretrained EfficientAT weights enter only through :func:`build_model` (a fresh model); a checkpoint carries
+its own weights, so :func:`load_checkpoint` never reads the pretrained file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from acula.training.nets.efficientat import (
+    DEFAULT_WEIGHTS,
+    MobileNetConfig,
+    MobileNetEncoder,
+    load_pretrained,
+)
 from acula.training.nets.model import AculaAudioModel, ModelConfig
 
 KeyMap = Callable[[str], str | None] | Mapping[str, str]
 
 
-def build_model(config: ModelConfig) -> AculaAudioModel:
-    """Randomly initialised model for ``config``."""
-    return AculaAudioModel(config)
+def build_model(config: ModelConfig, load_weights: bool = True) -> AculaAudioModel:
+    """A fresh model for ``config``: random, but for the pretrained encoder weights the config names.
+
+    ``load_weights=False`` skips reading ``config.mobilenet.pretrained`` (when a state dict replaces
+    everything right after, e.g. a checkpoint).
+    """
+    model = AculaAudioModel(config)
+    weights = config.mobilenet.pretrained
+    if load_weights and config.encoder == "mobilenet" and weights is not None:
+        assert isinstance(model.encoder, MobileNetEncoder)
+        load_pretrained(model.encoder, weights, config.mobilenet.pretrained_sha256)
+    return model
+
+
+def pretrained_mobilenet(
+    pooling: Literal["mean", "freq"] = "freq",
+    joint_dim: int = 256,
+    weights: Path = DEFAULT_WEIGHTS,
+    **config: Any,
+) -> AculaAudioModel:
+    """EfficientAT mn04 (AudioSet) as an ``AculaAudioModel``: its front-end, its weights, a new joint head.
+
+    The embedding is the pooled feature map itself (384-d ``mean``, 1,536-d ``freq``); the joint projection,
+    the SSL decoder and ``mask_value`` start random. ``config`` sets other ``ModelConfig`` fields (e.g.
+    ``text_dim``). Returned in training mode, like :func:`build_model`; call ``.eval()`` to embed.
+    """
+    mobilenet = MobileNetConfig(pooling=pooling, pretrained=Path(weights))
+    return build_model(ModelConfig(encoder="mobilenet", mobilenet=mobilenet, joint_dim=joint_dim, **config))
 
 
 def save_checkpoint(path: Path, model: AculaAudioModel, **extra: Any) -> Path:
@@ -48,7 +82,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 def load_checkpoint(path: Path) -> AculaAudioModel:
     """Rebuild the model from the config stored in the checkpoint and load its weights (strict)."""
     payload = read_checkpoint(path)
-    model = build_model(ModelConfig.model_validate(payload["config"]))
+    model = build_model(ModelConfig.model_validate(payload["config"]), load_weights=False)
     model.load_state_dict(payload["model"])
     return model.eval()
 

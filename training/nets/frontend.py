@@ -45,21 +45,24 @@ class FrontendConfig(BaseModel):
         "constant", description="Centring padding of n_fft // 2 on each side: zeros, or a mirror of the clip."
     )
     preemphasis: float | None = Field(
-        None, ge=0, lt=1, description="y[n] = x[n] - c x[n-1] before the STFT (one sample shorter); None: off."
+        None,
+        ge=0,
+        lt=1,
+        description="y[n] = x[n] - c x[n-1] before the STFT (one sample shorter); None: none.",
     )
     n_mels: int = Field(64, ge=8, description="Mel bands.")
     mel_scale: Literal["htk", "kaldi"] = Field(
         "htk",
-        description="htk: 2595 log10(1 + f/700), triangles in Hz; kaldi: 1127 ln(1 + f/700), triangles in mel, "
-        "the Nyquist bin left out.",
+        description="htk: 2595 log10(1 + f/700), triangles in Hz; kaldi: 1127 ln(1 + f/700), triangles in "
+        "mel, the Nyquist bin left out.",
     )
     f_min: float = Field(20.0, ge=0, description="Lowest mel band edge, Hz.")
     f_max: float | None = Field(None, description="Highest mel band edge, Hz; None means sample_rate / 2.")
     eps: float = Field(1e-6, gt=0, description="Added to the mel power before the log.")
     normalise: Literal["clip", "fixed", "none"] = Field(
         "clip",
-        description="clip: per-clip zero mean, unit variance; fixed: (logmel - fixed_mean) / fixed_std; none. "
-        "(Older checkpoints store a bool: true means clip, false none.)",
+        description="clip: per-clip zero mean, unit variance; fixed: (logmel - fixed_mean) / fixed_std; "
+        "none. (Older checkpoints store a bool: true means clip, false none.)",
     )
     fixed_mean: float = Field(0.0, description="Subtracted from the log-mel when normalise is fixed.")
     fixed_std: float = Field(1.0, gt=0, description="Divides the log-mel when normalise is fixed.")
@@ -159,6 +162,9 @@ class LogMelFrontend(nn.Module):
 
     ``T = S' // hop + 1`` with ``S' = S`` (``S - 1`` with pre-emphasis), as torch.stft(center=True).
     """
+
+    basis: torch.Tensor  # (2 n_freqs, 1, win_length)
+    mel: torch.Tensor  # (n_freqs, n_mels)
 
     def __init__(self, config: FrontendConfig | None = None) -> None:
         super().__init__()

@@ -3,6 +3,10 @@
 ``forward`` is what the ONNX bundle runs: waveform windows in, ``(embedding, joint)`` out. The masked
 spectrogram decoder and the text projection live in the same module (and checkpoint) because alignment keeps
 training them, but they are not on the ``forward`` path, so export drops them.
+
+The encoder is one of three families: a small CNN and a ViT trained here, or EfficientAT's AudioSet-pretrained
+MobileNet (``mobilenet``), whose pooled features are the embedding itself (no projection in between), so a
+frozen pretrained model embeds exactly as EfficientAT does.
 """
 
 from __future__ import annotations
@@ -10,10 +14,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from acula.training.nets.cnn import CNNConfig, CNNEncoder
+from acula.training.nets.efficientat import (
+    MobileNetConfig,
+    MobileNetEncoder,
+    efficientat_frontend,
+    mobilenet_embedding_dim,
+)
 from acula.training.nets.frontend import FrontendConfig, LogMelFrontend
 from acula.training.nets.heads import JointProjection, PatchDecoder
 from acula.training.nets.vit import ViTConfig, ViTEncoder
@@ -24,17 +34,55 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    encoder: Literal["cnn", "vit"] = Field("cnn", description="cnn: trains on CPU; vit: MAE-style, for GPUs.")
-    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
-    cnn: CNNConfig = Field(default_factory=CNNConfig)
-    vit: ViTConfig = Field(default_factory=ViTConfig)
-    embedding_dim: int = Field(256, ge=8, description="Window embedding D (what the probes read).")
+    encoder: Literal["cnn", "vit", "mobilenet"] = Field(
+        "cnn",
+        description="cnn: trains on CPU; vit: MAE-style, for GPUs; mobilenet: EfficientAT's "
+        "AudioSet-pretrained MobileNetV3 (32 kHz front-end).",
+    )
+    frontend: FrontendConfig = Field(
+        default_factory=FrontendConfig,
+        description="Waveform -> log-mel; for mobilenet, when not given, the front-end its weights were "
+        "trained with (efficientat_frontend).",
+    )
+    cnn: CNNConfig = Field(default_factory=CNNConfig, description="Used when encoder is cnn.")
+    vit: ViTConfig = Field(default_factory=ViTConfig, description="Used when encoder is vit.")
+    mobilenet: MobileNetConfig = Field(
+        default_factory=MobileNetConfig, description="Used when encoder is mobilenet."
+    )
+    embedding_dim: int = Field(
+        256,
+        ge=8,
+        description="Window embedding D (what the probes read); for mobilenet it follows the pooling "
+        "(384 mean, 1,536 freq) and is filled in when not given.",
+    )
     joint_dim: int = Field(256, ge=8, description="Joint audio-text space J.")
     text_dim: int | None = Field(
         None, description="Teacher hidden size H; set by alignment, None for an SSL-only model."
     )
     decoder_hidden: int = Field(128, ge=8, description="Width of the light SSL decoder.")
-    projection_dropout: float = Field(0.1, ge=0, lt=1)
+    projection_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the joint projections.")
+
+    @model_validator(mode="after")
+    def _mobilenet_contract(self) -> ModelConfig:
+        """The pretrained MobileNet fixes the front-end and the embedding width; fill them in or refuse."""
+        if self.encoder != "mobilenet":
+            return self
+        if "frontend" not in self.model_fields_set:
+            self.frontend = efficientat_frontend()
+        elif self.mobilenet.pretrained is not None and self.frontend != efficientat_frontend():
+            raise ValueError(
+                "mobilenet.pretrained needs the front-end its weights were trained with "
+                "(efficientat_frontend()); leave frontend unset to get it"
+            )
+        width = mobilenet_embedding_dim(self.mobilenet, self.frontend.n_mels)
+        if "embedding_dim" not in self.model_fields_set:
+            self.embedding_dim = width
+        elif self.embedding_dim != width:
+            raise ValueError(
+                f"embedding_dim={self.embedding_dim}, but the mobilenet embedding with pooling "
+                f"{self.mobilenet.pooling!r} is {width}-d (it is not projected); leave embedding_dim unset"
+            )
+        return self
 
     @property
     def sample_rate(self) -> int:
@@ -58,10 +106,13 @@ class AculaAudioModel(nn.Module):
         self.config = config
         self.frontend = LogMelFrontend(config.frontend)
         n_mels = config.frontend.n_mels
+        self.encoder: CNNEncoder | ViTEncoder | MobileNetEncoder
         if config.encoder == "cnn":
-            self.encoder: CNNEncoder | ViTEncoder = CNNEncoder(config.cnn, n_mels, config.embedding_dim)
-        else:
+            self.encoder = CNNEncoder(config.cnn, n_mels, config.embedding_dim)
+        elif config.encoder == "vit":
             self.encoder = ViTEncoder(config.vit, n_mels, config.embedding_dim)
+        else:  # pretrained weights are loaded by factory.build_model, never here
+            self.encoder = MobileNetEncoder(config.mobilenet, n_mels)
         self.audio_head = JointProjection(config.embedding_dim, config.joint_dim, config.projection_dropout)
         self.decoder = PatchDecoder(self.encoder.grid_channels, self.encoder.patch, config.decoder_hidden)
         self.text_head: JointProjection | None = None
