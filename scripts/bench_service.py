@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "ACULA_PROVIDER": "cpu",  # raw onnxruntime is timed on CPU too
         "ACULA_MAX_BATCH_SIZE": str(batch),
         "ACULA_MAX_WAIT_MS": str(args.max_wait_ms),
-        "ACULA_MAX_QUEUE": str(max(64, 2 * max(args.concurrency))),
+        "ACULA_MAX_INFERENCE_REQUESTS": str(max(64, 2 * max(args.concurrency))),
         "ACULA_LOG_LEVEL": args.log_level,
     }
     results = []

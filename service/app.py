@@ -7,7 +7,7 @@ off first, then waits for in-flight requests. The app never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,7 +15,13 @@ from fastapi import FastAPI
 from acula.service import __version__
 from acula.service.api import embed, health, model, predict, reports
 from acula.service.api.errors import install_error_handlers
-from acula.service.api.middleware import AdmissionMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from acula.service.api.middleware import (
+    AdmissionMiddleware,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+)
+from acula.service.core.pipeline import InferencePipeline
 from acula.service.metrics import Metrics
 from acula.service.runtime import Runtime
 from acula.service.settings import Settings
@@ -26,11 +32,16 @@ Research and decision support only: not a diagnostic device. Errors are RFC 9457
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A ready-to-serve app for ``settings.bundle`` (``Settings()`` reads the ``ACULA_*`` environment)."""
+def create_app(
+    settings: Settings | None = None,
+    load: Callable[[Settings], InferencePipeline] = InferencePipeline.from_settings,
+) -> FastAPI:
+    """A ready-to-serve app for ``settings.bundle`` (``Settings()`` reads the ``ACULA_*`` environment).
+
+    ``load`` builds the pipeline at start-up; tests pass one that wraps the real encoder in a double."""
     settings = settings or Settings()
     metrics = Metrics()
-    runtime = Runtime(settings, metrics)
+    runtime = Runtime(settings, metrics, load)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,26 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = runtime
-    routers = (predict, reports, embed, model, health)
-    for module in routers:
+    for module in (predict, reports, embed, model, health):
         app.include_router(module.router)
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
-    # Added last = outermost: the request context wraps admission and the body limit, so their 503s and 413s
-    # carry the request id and are logged and counted; admission refuses before the body limit reads a byte.
-    app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
-    )
-    app.add_middleware(
-        AdmissionMiddleware,
-        limit=settings.admission_limit,
-        retry_after_s=settings.retry_after_s,
-        metrics=metrics,
-        routes=frozenset(
-            getattr(route, "path", "")
-            for module in routers
-            for route in module.router.routes
-            if "POST" in (getattr(route, "methods", None) or ())
-        ),
-    )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, client_id_header=settings.client_id_header)
+    # Added last = outermost. The request context wraps everything, so every refusal carries the request id
+    # and is logged and counted; then authentication, admission and the body limit, each before the body.
+    app.add_middleware(BodyLimitMiddleware, runtime=runtime)
+    app.add_middleware(AdmissionMiddleware, runtime=runtime)
+    app.add_middleware(AuthMiddleware, runtime=runtime)
+    routes = frozenset(path for route in app.routes if isinstance(path := getattr(route, "path", None), str))
+    app.add_middleware(RequestContextMiddleware, runtime=runtime, routes=routes)
     return app

@@ -38,8 +38,7 @@ ALLOWED_FIELDS = (
     "threads",
     "inference_workers",
     "max_batch_size",
-    "max_queue",
-    "max_concurrency",
+    "max_inference_requests",
 )
 
 

@@ -1,9 +1,13 @@
-"""The service's running state: the pipeline, the batcher, the worker pools, readiness and metrics.
+"""The service's running state: the pipeline, the batcher, the worker pools, admission, readiness, metrics.
 
 Routes stay thin by calling the coroutines here. Decoding and the light CPU stages (probes, search) run in a
 bounded thread pool, inference in the batcher's own thread: the event loop only moves bytes and futures.
 Readiness is false until the bundle is verified, the encoder checked against the manifest and every batch size
 warmed up, and it turns false again first thing on shutdown.
+
+The runtime owns the one :class:`~acula.service.core.admission.Admission` (the HTTP middleware enters it) but
+no deadline of its own: the middleware's request deadline covers every stage here, and cancels a request
+still waiting for a decode worker (its decode never starts) or for a batch (the batcher drops it).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from acula.service.core.admission import Admission
 from acula.service.core.batcher import Batcher, BatchStats
-from acula.service.core.errors import InferenceTimeout, InvalidQuery, NotReady, Overloaded
+from acula.service.core.errors import InvalidQuery, NotReady
 from acula.service.core.pipeline import InferencePipeline, Prediction
 from acula.service.index import ReportHit
 from acula.service.metrics import Metrics
@@ -33,12 +38,19 @@ T = TypeVar("T")
 class Runtime:
     """Created with the app; :meth:`start` and :meth:`stop` are called from its lifespan."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        load: Callable[[Settings], InferencePipeline] = InferencePipeline.from_settings,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.api_keys = settings.resolved_api_keys()
+        self.admission = Admission(settings.max_inference_requests)
         self.ready = False
-        self._active = 0  # requests between admission and their result
+        self.cut_at_shutdown = 0  # requests cancelled because the graceful shutdown timeout ran out
+        self._load = load  # tests pass a loader that wraps the real backend in a double
         self._pipeline: InferencePipeline | None = None
         self._batcher: Batcher | None = None
         self._cpu = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="acula-cpu")
@@ -47,7 +59,7 @@ class Runtime:
     async def start(self) -> None:
         """Verify, load and warm up the bundle off the event loop; then start the batcher and turn ready."""
         settings = self.settings
-        pipeline = await asyncio.to_thread(InferencePipeline.from_settings, settings)
+        pipeline = await asyncio.to_thread(self._load, settings)
         if settings.warm_up:
             await asyncio.to_thread(pipeline.warm_up)
         self._pipeline = pipeline
@@ -59,7 +71,6 @@ class Runtime:
             self._timed_run(pipeline),
             pipeline.max_batch_size,
             settings.max_wait_ms,
-            settings.max_queue,
             BatchStats(on_batch=self.metrics.on_batch, on_queue_depth=self.metrics.queue_depth.set),
             workers=settings.inference_workers,
         )
@@ -74,8 +85,7 @@ class Runtime:
                 "threads": settings.intra_op_threads,
                 "inference_workers": settings.inference_workers,
                 "max_batch_size": pipeline.max_batch_size,
-                "max_queue": settings.max_queue,
-                "max_concurrency": settings.admission_limit,
+                "max_inference_requests": settings.max_inference_requests,
             },
         )
 
@@ -128,11 +138,7 @@ class Runtime:
         if self._batcher is None:
             raise NotReady("the batcher is not running")
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                embeddings, joints, queued = await self._batcher.submit(windows)
-        except TimeoutError as exc:
-            raise InferenceTimeout(f"no inference result within {self.settings.request_timeout_s} s") from exc
+        embeddings, joints, queued = await self._batcher.submit(windows)
         total = time.perf_counter() - started
         self.metrics.stage_latency.labels(stage="queue").observe(queued)
         return embeddings, joints, {"queue": queued * 1000.0, "inference": (total - queued) * 1000.0}
@@ -142,19 +148,12 @@ class Runtime:
     ) -> Prediction:
         """The whole pipeline for one upload, as :meth:`InferencePipeline.predict` runs it for the CLI.
 
-        ``tasks=None`` skips the probes (``/embed``); an empty list runs every task of the bundle. Admission
-        is checked here, before decoding, so a refused request costs nothing and decoded audio held in
-        memory is bounded by ``max_queue`` recordings.
+        ``tasks=None`` skips the probes (``/embed``); an empty list runs every task of the bundle. The request
+        was admitted before its body was read (``AdmissionMiddleware``); options are checked before decoding.
         """
         pipeline = self.pipeline
         selected = pipeline.check_request(tasks, top_k) if tasks is not None else []
-        if self._active >= self.settings.max_queue:
-            raise Overloaded(f"{self._active} requests are already being processed")
-        self._active += 1
-        try:
-            return await self._run(pipeline, data, selected, top_k, per_window)
-        finally:
-            self._active -= 1
+        return await self._run(pipeline, data, selected, top_k, per_window)
 
     async def _run(
         self, pipeline: InferencePipeline, data: bytes, selected: list[str], top_k: int, per_window: bool

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic import Field, FilePath, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from acula.service.audio.schema import DEFAULT_MAX_SAMPLES, AudioLimits
 from acula.service.bundle import DEFAULT_BUNDLE
+
+# Settings that were renamed: set under the old name they would be ignored silently, so start is refused.
+RENAMED = {
+    "ACULA_MAX_QUEUE": "ACULA_MAX_INFERENCE_REQUESTS",
+    "ACULA_MAX_CONCURRENCY": "ACULA_MAX_INFERENCE_REQUESTS",
+}
+_KEY = re.compile(r"[\x21-\x7e]+")  # one token of visible ASCII: what X-API-Key / Bearer carry unchanged
 
 
 def available_cpus() -> int:
@@ -33,7 +42,11 @@ def available_cpus() -> int:
 class Settings(BaseSettings):
     """Service configuration; every field can be set as ``ACULA_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="ACULA_", extra="ignore", env_file=None)
+    # hide_input_in_errors: a validation error must not print the API keys it was given.
+    model_config = SettingsConfigDict(
+        env_prefix="ACULA_", extra="ignore", env_file=None, hide_input_in_errors=True
+    )
+    _keys: list[bytes] = PrivateAttr(default_factory=list)
 
     # --- model ---
     bundle: Path = Field(default=DEFAULT_BUNDLE, description="Model bundle folder (manifest.json inside).")
@@ -75,14 +88,11 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         default=2.0, ge=0, description="Longest a window waits for others to fill a batch."
     )
-    max_queue: int = Field(
-        default=64, ge=1, description="Requests processed at once (decode to result); more get 503 at once."
-    )
-    max_concurrency: int = Field(
-        default=0,
-        ge=0,
-        description="POST requests (inference routes) in the service at once, from their headers to their "
-        "response; more get 503 before their body is read. 0: max_queue.",
+    max_inference_requests: int = Field(
+        default=64,
+        ge=1,
+        description="Inference requests (POST /predict, /embed, /similar-reports) in the service at once, "
+        "from their headers to their response; the next gets 503 before its body is read.",
     )
     decode_workers: int = Field(
         default=2, ge=1, description="Threads decoding uploads (bounds concurrent decodes)."
@@ -96,15 +106,33 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(
         default=600.0, gt=0, description="Longest recording accepted, in seconds."
     )
+    max_decoded_samples: int = Field(
+        default=DEFAULT_MAX_SAMPLES,
+        ge=1000,
+        description="Most samples (frames x channels, at the file's own rate) one upload may decode: bounds "
+        "the cost of a decode, which duration alone does not (a high rate or many channels).",
+    )
     max_top_k: int = Field(default=50, ge=1, description="Largest k for similar reports.")
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest request line plus headers, in bytes; more gets 431 and the connection closed.",
+    )
+    max_headers: int = Field(default=100, ge=8, description="Most request headers; more gets 431.")
 
     # --- timeouts and shutdown ---
     request_timeout_s: float = Field(
-        default=60.0, gt=0, description="Longest a request may wait for inference (504)."
+        default=60.0,
+        gt=0,
+        description="Deadline of an inference request from its headers to its response, body, decode queue "
+        "and inference included (504): the longest it holds an admission slot.",
     )
     keepalive_timeout_s: float = Field(default=5.0, gt=0, description="HTTP keep-alive timeout.")
     body_timeout_s: float = Field(
-        default=30.0, gt=0, description="Longest pause between body bytes of an upload before 408."
+        default=30.0,
+        gt=0,
+        description="Deadline for the whole request body, from the headers to its last byte (408); below "
+        "REQUEST_TIMEOUT_S.",
     )
     drain_delay_s: float = Field(
         default=0.0,
@@ -112,7 +140,10 @@ class Settings(BaseSettings):
         description="After SIGTERM: seconds /readyz reports 503 before the listener closes.",
     )
     graceful_shutdown_s: float = Field(
-        default=30.0, gt=0, description="Longest wait for in-flight requests at shutdown."
+        default=30.0,
+        gt=0,
+        description="Longest wait for in-flight requests at shutdown; requests still running then are cut "
+        "and acula serve exits 1.",
     )
 
     # --- security ---
@@ -142,18 +173,68 @@ class Settings(BaseSettings):
             value = "/" + value
         return value
 
-    @property
-    def admission_limit(self) -> int:
-        """``max_concurrency``, or ``max_queue`` when it is 0 (the default): then every request the runtime
-        could refuse is refused here instead, before its upload is received and parsed."""
-        return self.max_concurrency or self.max_queue
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_means_unset(cls, data: object) -> object:
+        # ACULA_API_KEYS="" (a template's empty default) leaves authentication off; " , " does not.
+        if isinstance(data, dict) and isinstance(data.get("api_keys"), str) and not data["api_keys"].strip():
+            data = {key: value for key, value in data.items() if key != "api_keys"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        renamed = [f"{old} is now {new}" for old, new in RENAMED.items() if old in os.environ]
+        if renamed:
+            raise ValueError("renamed settings: " + "; ".join(renamed))
+        if self.body_timeout_s >= self.request_timeout_s:
+            raise ValueError(
+                f"ACULA_BODY_TIMEOUT_S ({self.body_timeout_s:g}) must be below ACULA_REQUEST_TIMEOUT_S "
+                f"({self.request_timeout_s:g}): the body is part of the request"
+            )
+        self._keys = self._read_api_keys()
+        return self
+
+    def audio_limits(self, min_seconds: float = 0.0) -> AudioLimits:
+        """What one upload may cost the decoder (``min_seconds`` is the bundle's)."""
+        return AudioLimits(
+            max_bytes=self.max_upload_bytes,
+            max_seconds=self.max_audio_seconds,
+            max_samples=self.max_decoded_samples,
+            min_seconds=min_seconds,
+        )
 
     def resolved_api_keys(self) -> list[bytes]:
-        """All keys from the environment and the key file, as bytes for ``hmac.compare_digest``."""
-        keys = [key.get_secret_value() for key in self.api_keys]
+        """All keys from the environment and the key file (read once, at validation), as bytes for
+        ``hmac.compare_digest``; empty when authentication is off."""
+        return list(self._keys)
+
+    def _read_api_keys(self) -> list[bytes]:
+        """Authentication is on exactly when a key setting is given: a key file that is empty or holds only
+        comments, or ``ACULA_API_KEYS`` with only separators, is a mistake (an unmounted secret, a bad
+        template) that would otherwise turn authentication off without a word, so it is refused, naming
+        the setting. Keys are visible ASCII (what an HTTP header carries unchanged): any other key could
+        never match, and is refused the same way."""
+        keys: list[tuple[str, str]] = []
+        if "api_keys" in self.model_fields_set:
+            given = [key.get_secret_value() for key in self.api_keys]
+            if not given:
+                raise ValueError(
+                    "ACULA_API_KEYS is set but holds no key (unset it to turn authentication off)"
+                )
+            keys += [("ACULA_API_KEYS", key) for key in given]
         if self.api_keys_file is not None:
-            for line in self.api_keys_file.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    keys.append(line)
-        return [key.encode() for key in keys]
+            lines = [line.strip() for line in self.api_keys_file.read_text(errors="replace").splitlines()]
+            from_file = [line for line in lines if line and not line.startswith("#")]
+            if not from_file:
+                raise ValueError(
+                    f"ACULA_API_KEYS_FILE names {self.api_keys_file}, which holds no key "
+                    "(only blank or # comment lines): mount the secret, or unset the setting"
+                )
+            keys += [("ACULA_API_KEYS_FILE", key) for key in from_file]
+        for setting, key in keys:
+            if not _KEY.fullmatch(key):
+                raise ValueError(
+                    f"{setting}: a key holds characters other than visible ASCII (letters, digits, "
+                    "punctuation), which no request header carries unchanged: such a key could never match"
+                )
+        return [key.encode("ascii") for _, key in keys]

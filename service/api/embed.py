@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from acula.service.api.deps import Authorised, RuntimeDep, UploadBytes
+from acula.service.api.deps import RuntimeDep, UploadBytes
 from acula.service.api.schemas import EmbedResponse, embed_response, problem_responses
 from acula.service.api.upload import UPLOAD_OPENAPI
 
-router = APIRouter(tags=["inference"], dependencies=[Authorised])
+router = APIRouter(tags=["inference"])
 
 
 @router.post(

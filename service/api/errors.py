@@ -25,6 +25,8 @@ PROBLEM_JSON = "application/problem+json"
 # code -> (status, title). The only place a status code is chosen for an error.
 ERROR_MAP: dict[str, tuple[int, str]] = {
     # request shape
+    "bad_request": (400, "Malformed HTTP request"),
+    "headers_too_large": (431, "Request headers too large"),
     "invalid_request": (422, "Invalid request"),
     "unsupported_media_type": (415, "Unsupported media type"),
     "too_large": (413, "Upload too large"),
@@ -55,11 +57,13 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "overloaded": (503, "Overloaded, retry later"),
     "not_ready": (503, "Not ready"),
     "engine_error": (503, "Inference engine failed, retry later"),
-    "timeout": (504, "Inference timed out"),
+    "timeout": (504, "Request deadline passed"),
+    "invalid_model_output": (500, "The model produced an invalid output"),
     "internal": (500, "Internal error"),
 }
 
 _HTTP_CODES = {
+    400: "bad_request",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
@@ -78,11 +82,10 @@ class ApiError(StarletteHTTPException):
         self.code = code
 
 
-def problem(code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    """The problem+json response for ``code``."""
+def problem_body(code: str, detail: str, request_id: str, **extra: Any) -> dict[str, Any]:
+    """The problem document for ``code`` (RFC 9457 members, then ``code`` and any extension members)."""
     status, title = ERROR_MAP[code]
-    request_id = request_id_var.get() or ""
-    body = {
+    return {
         "type": f"urn:acula:problem:{code}",
         "title": title,
         "status": status,
@@ -91,7 +94,12 @@ def problem(code: str, detail: str, headers: dict[str, str] | None = None, **ext
         "code": code,
         **extra,
     }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem(code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """The problem+json response for ``code``."""
+    body = problem_body(code, detail, request_id_var.get() or "", **extra)
+    return JSONResponse(body, status_code=body["status"], headers=headers, media_type=PROBLEM_JSON)
 
 
 def _record(request: Request, code: str) -> None:
@@ -125,15 +133,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         return problem(code, str(exc.detail), headers=headers or None)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        # Query and header parameters only: bodies are read by the upload path, which raises its own codes.
         assert isinstance(exc, RequestValidationError)
-        content_type = request.headers.get("content-type", "")
-        is_form = content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
-        if request.method == "POST" and not is_form:
-            _record(request, "unsupported_media_type")
-            return problem(
-                "unsupported_media_type",
-                f"send the recording as multipart/form-data (field 'file'), not {content_type or 'no type'}",
-            )
         _record(request, "invalid_request")
         errors = [
             {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}

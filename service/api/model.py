@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from acula.service.api.deps import Authorised, RuntimeDep
+from acula.service.api.deps import RuntimeDep
 from acula.service.api.schemas import LimitsInfo, ModelInfoResponse, ProbeInfo, problem_responses
 
-router = APIRouter(tags=["operations"], dependencies=[Authorised])
+router = APIRouter(tags=["operations"])
 
 
 @router.get("/v1/model", response_model=ModelInfoResponse, responses=problem_responses(401, 503))
@@ -52,7 +52,7 @@ async def model_info(runtime: RuntimeDep) -> ModelInfoResponse:
             min_audio_seconds=manifest.audio.min_seconds,
             max_batch_size=pipeline.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
-            max_queue=settings.max_queue,
+            max_inference_requests=settings.max_inference_requests,
             max_top_k=settings.max_top_k,
         ),
         provenance=manifest.provenance.model_dump(mode="json"),

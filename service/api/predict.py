@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from acula.service.api.deps import Authorised, RuntimeDep, UploadBytes
+from acula.service.api.deps import RuntimeDep, UploadBytes
 from acula.service.api.errors import ApiError
 from acula.service.api.schemas import PredictResponse, predict_response, problem_responses
 from acula.service.api.upload import UPLOAD_OPENAPI
 
-router = APIRouter(tags=["inference"], dependencies=[Authorised])
+router = APIRouter(tags=["inference"])
 
 
 def split_tasks(values: list[str] | None) -> list[str]:

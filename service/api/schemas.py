@@ -159,7 +159,7 @@ class LimitsInfo(BaseModel):
     min_audio_seconds: float
     max_batch_size: int
     max_wait_ms: float
-    max_queue: int
+    max_inference_requests: int
     max_top_k: int
 
 

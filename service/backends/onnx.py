@@ -10,7 +10,6 @@ first request. onnxruntime silently falls back from CUDA to CPU; we compare what
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -22,9 +21,6 @@ from acula.service.core.errors import EngineError
 log = logging.getLogger("acula.backend")
 
 ProviderChoice = Literal["cpu", "cuda", "auto"]
-# Test-only fault injection (docs/RELIABILITY.md): when this variable names a file, every encoder run raises
-# while that file exists, so a test can break and heal the engine of a live server from outside.
-FAULT_FILE_ENV = "ACULA_TEST_ENGINE_FAULT_FILE"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -106,8 +102,6 @@ class OnnxEncoder:
             )
         self._check_signature()
         self._outputs = [spec.embedding.name, spec.joint.name]
-        fault = os.environ.get(FAULT_FILE_ENV)
-        self._fault_file = Path(fault) if fault else None
 
     def _check_signature(self) -> None:
         inputs = self._session.get_inputs()
@@ -131,8 +125,6 @@ class OnnxEncoder:
     def run(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(batch, window_samples)`` float32 -> ``(batch, dim)`` embedding, ``(batch, joint_dim)`` joint."""
         try:
-            if self._fault_file is not None and self._fault_file.exists():
-                raise RuntimeError(f"injected engine fault ({FAULT_FILE_ENV})")
             embedding, joint = self._session.run(self._outputs, {self.spec.input.name: windows})
         except Exception as exc:  # onnxruntime's own types: the caller gets one documented error (503)
             log.error("encoder run failed", extra={"error": str(exc)[:200], "batch": len(windows)})
@@ -142,14 +134,23 @@ class OnnxEncoder:
     def warm_up(self, window_samples: int, max_batch_size: int) -> None:
         """Run every batch size once on the fixed window length, so no request pays for a first-shape cost.
 
-        Also checks that the outputs have the batch size and the fixed dimensions the manifest promises.
+        Also checks that the outputs have the batch size and the fixed dimensions the manifest promises, and
+        that they are finite: an encoder that answers NaN must not become ready. The input is a quiet noise,
+        not zeros, so that an encoder whose arithmetic breaks on real signals shows it here.
         """
+        noise = np.random.default_rng(0).standard_normal((max_batch_size, window_samples)).astype(np.float32)
         for batch in range(1, max_batch_size + 1):
-            embedding, joint = self.run(np.zeros((batch, window_samples), dtype=np.float32))
+            embedding, joint = self.run(0.05 * noise[:batch])
             for name, spec, out in (
                 ("embedding", self.spec.embedding, embedding),
                 ("joint", self.spec.joint, joint),
             ):
+                if not np.isfinite(out).all():
+                    raise BundleError(
+                        f"{self.file}: the {name} output holds NaN or infinite values for a batch of {batch} "
+                        "windows of quiet noise: the encoder is broken; export it again",
+                        file=self.file,
+                    )
                 want = [batch if isinstance(dim, str) else dim for dim in spec.shape]
                 if list(out.shape) != want:
                     raise BundleError(

@@ -1,4 +1,4 @@
-"""Dynamic batching across requests, with admission control.
+"""Dynamic batching across requests.
 
 Requests hand their windows to :meth:`Batcher.submit`. One asyncio task collects windows from the queue
 until ``max_batch_size`` windows are waiting or the oldest has waited ``max_wait_ms``, runs the encoder on
@@ -7,16 +7,17 @@ A long recording may be split over several batches; a batch may hold windows of 
 batch runs, the next fills, so under load batches grow on their own.
 
 Up to ``workers`` batches run at once, each in its own thread on the same encoder (an onnxruntime session
-may be run from several threads). On a small CPU host two batches of one intra-op thread each keep the cores
-busier than one batch of two threads (docs/PERFORMANCE.md). Each worker also has its next batch formed while
-it computes the current one (``BATCHES_PER_WORKER``): a worker that finishes takes the next batch from its
-executor's queue at once instead of idling until the event loop, busy parsing uploads, gets round to
-forming it. When workers are idle, the waiting windows are shared among them, so a lone recording still runs
-on every worker at once; under load each batch fills up to ``max_batch_size``. Rows of a recording split over
-batches that finish out of order are put back in order.
+may be run from several threads): on a small CPU host several batches of one intra-op thread each keep the
+cores busier than one batch of several threads (measured in docs/PERFORMANCE.md). Each worker also has its
+next batch formed while it computes the current one (``BATCHES_PER_WORKER``): a worker that finishes takes
+the next batch from its executor's queue at once instead of idling until the event loop, busy parsing
+uploads, gets round to forming it. When workers are idle, the waiting windows are shared among them, so a
+lone recording still runs on every worker at once; under load each batch fills up to ``max_batch_size``.
+Rows of a recording split over batches that finish out of order are put back in order.
 
-Admission is bounded: at most ``max_queue`` requests may be inside the batcher at once; the next one is
-refused at once with :class:`Overloaded` (HTTP 503 + Retry-After) rather than queueing without bound.
+The batcher does not limit how many requests wait in it: the service's one admission
+(:mod:`acula.service.core.admission`) already bounds how many requests exist at all. A request whose
+caller went away (deadline, disconnect) is dropped before its windows are computed.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from acula.service.core.errors import NotReady, Overloaded
+from acula.service.core.errors import NotReady
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-# Batches formed per worker: the one it computes and the next, ready for the moment it is free. On 2 cores at
-# concurrency 32 the server used 1.73-1.82 cores with one, 1.87-1.91 with two (docs/PERFORMANCE.md).
+# Batches formed per worker: the one it computes and the next, ready for the moment it is free, so that the
+# cores stay busy while the event loop parses uploads (what one more batch bought: docs/PERFORMANCE.md).
 BATCHES_PER_WORKER = 2
 
 
@@ -88,14 +89,12 @@ class Batcher:
         run_batch: RunBatch,
         max_batch_size: int,
         max_wait_ms: float,
-        max_queue: int,
         stats: BatchStats | None = None,
         workers: int = 1,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
-        self.max_queue = max_queue
         self.stats = stats or BatchStats()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._pending: deque[_Job] = deque()
@@ -134,11 +133,9 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     async def submit(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """Embed ``windows``; returns ``(embeddings, joints, queue_seconds)``. Raises Overloaded when full."""
+        """Embed ``windows``; returns ``(embeddings, joints, queue_seconds)``."""
         if self._task is None or self._task.done():
             raise NotReady("the inference batcher is not running")
-        if self._admitted >= self.max_queue:
-            raise Overloaded(f"{self._admitted} requests are already waiting for inference")
         loop = asyncio.get_running_loop()
         job = _Job(windows=windows, future=loop.create_future(), enqueued=time.perf_counter())
         self._admitted += 1

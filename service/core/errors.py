@@ -5,6 +5,10 @@ The core never knows about HTTP: the CLI shows the same errors as messages, the 
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+
 
 class ServiceError(Exception):
     """Base class: ``code`` is stable and documented, the message is for people."""
@@ -29,7 +33,8 @@ class InvalidQuery(ServiceError):
 
 
 class Overloaded(ServiceError):
-    """The batcher's queue is full: the caller should retry later (503 with Retry-After)."""
+    """Admission is full (``ACULA_MAX_INFERENCE_REQUESTS``): the caller should retry later (503 with
+    Retry-After)."""
 
     code = "overloaded"
 
@@ -45,5 +50,29 @@ class EngineError(ServiceError):
     code = "engine_error"
 
 
-class InferenceTimeout(ServiceError):
-    code = "timeout"
+class InvalidModelOutput(ServiceError):
+    """The model produced NaN or an infinity. Nothing is answered then (never a default label): the input
+    checks should make this impossible for any upload, so it is a defect of the bundle or the runtime, a
+    500 that an operator sees."""
+
+    code = "invalid_model_output"
+
+    @classmethod
+    def check(cls, stage: str, **outputs: object) -> None:
+        """Raise unless every number in ``outputs`` (arrays, numbers, and dicts, lists and dataclasses of
+        them) is finite."""
+        for name, value in outputs.items():
+            if not _finite(value):
+                raise cls(f"the {stage} produced a non-finite value in '{name}': no answer is given")
+
+
+def _finite(value: object) -> bool:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _finite(vars(value))
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(item) for item in value)
+    if value is None or isinstance(value, str | bool):
+        return True
+    return bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())

@@ -18,7 +18,7 @@ import numpy as np
 from acula.service.audio import AudioLimits, DecodedAudio, decode_audio
 from acula.service.backends.onnx import EncoderBackend, OnnxEncoder, ProviderChoice
 from acula.service.bundle import BundleError, Manifest, load_manifest
-from acula.service.core.errors import NoReportIndex, NoTextSide, UnknownTask
+from acula.service.core.errors import InvalidModelOutput, NoReportIndex, NoTextSide, UnknownTask
 from acula.service.core.probes import LinearProbe, TaskOutput, load_probes
 from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows, window_starts
 from acula.service.index import ReportHit, ReportIndex
@@ -142,7 +142,7 @@ class InferencePipeline:
     def from_settings(cls, settings: Settings) -> InferencePipeline:
         """The pipeline exactly as the service builds it from ``settings`` (``ACULA_*`` and their defaults):
         the CLI and the Python API call this too, so thread counts and limits cannot drift between them."""
-        return cls.from_bundle(
+        pipeline = cls.from_bundle(
             settings.bundle,
             provider=settings.provider,
             intra_op_threads=settings.intra_op_threads,
@@ -152,6 +152,8 @@ class InferencePipeline:
             max_upload_bytes=settings.max_upload_bytes,
             faiss_threads=settings.faiss_threads,
         )
+        pipeline.limits = settings.audio_limits(pipeline.contract.min_seconds)  # every limit, decode cost too
+        return pipeline
 
     # --- stages -------------------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -185,7 +187,10 @@ class InferencePipeline:
             return list(self.probes)
         unknown = [task for task in tasks if task not in self.probes]
         if unknown:
-            raise UnknownTask(f"unknown task(s) {unknown}; this bundle has {list(self.probes)}")
+            unknown = list(dict.fromkeys(unknown))  # the client's input: named once each, and only a few
+            named = ", ".join(repr(task[:40]) for task in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise UnknownTask(f"unknown task(s) {named}{more}; this bundle has {list(self.probes)}")
         if top_k > 0 and self.index is None:
             raise NoReportIndex("this bundle has no report index")
         return list(dict.fromkeys(tasks))
@@ -216,6 +221,7 @@ class InferencePipeline:
     ) -> Prediction:
         """Pool, apply the probes and optionally search the report index (timings for each stage)."""
         started = time.perf_counter()
+        InvalidModelOutput.check("encoder", embedding=embeddings, joint=joints)
         embedding, joint = self.pool(embeddings, joints)
         outputs = {}
         window_rows: dict[str, np.ndarray] = {}
@@ -224,6 +230,7 @@ class InferencePipeline:
             outputs[task] = probe.describe(probe.scores(embedding[None, :])[0])
             if per_window:
                 window_rows[task] = probe.scores(embeddings)
+        InvalidModelOutput.check("probes", outputs=outputs, windows=window_rows)
         timings = {"probes": _ms(started)}
         windows = None
         if per_window:

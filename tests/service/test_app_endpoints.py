@@ -262,6 +262,9 @@ def _part(name: str | None, data: bytes) -> bytes:
     return f"Content-Disposition: {disposition}\r\nContent-Type: audio/wav\r\n\r\n".encode() + data
 
 
+LONG_BOUNDARY = "b" * 300  # python-multipart's constructor raised on boundaries over 256 characters: a 500
+
+
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
@@ -269,15 +272,48 @@ def _part(name: str | None, data: bytes) -> bytes:
         (_multipart(_part(None, wav_bytes(1.0))), "no name"),
         (_multipart(*[_part(f"f{i}", b"x") for i in range(17)], _part("file", wav_bytes(1.0))), "parts"),
         ((wav_bytes(1.0), {"content-type": "multipart/form-data"}), "boundary"),
+        (_multipart(_part("file", wav_bytes(1.0)), boundary=LONG_BOUNDARY), "boundary is 300 characters"),
+        (_multipart(_part("file", wav_bytes(1.0)), boundary="x" * 71), "at most 70"),
+        (_multipart(_part("file", wav_bytes(1.0)), _part("file", wav_bytes(2.0))), "more than one 'file'"),
     ],
-    ids=["unclosed", "part-without-name", "too-many-parts", "no-boundary"],
+    ids=[
+        "unclosed",
+        "part-without-name",
+        "too-many-parts",
+        "no-boundary",
+        "300-char-boundary",
+        "71-char-boundary",
+        "duplicate-file",
+    ],
 )
-def test_malformed_multipart_is_422_saying_what_is_wrong(
-    client: httpx.Client, body: tuple[bytes, dict[str, str]], detail: str
+@pytest.mark.parametrize("route", ["/predict", "/embed", "/similar-reports"])
+def test_malformed_multipart_is_422_saying_what_is_wrong_on_every_upload_route(
+    client: httpx.Client, server: LiveServer, body: tuple[bytes, dict[str, str]], detail: str, route: str
 ) -> None:
+    """One upload path: every route that takes audio refuses the same bodies the same way (a duplicated
+    'file' was taken first by /predict and last by /similar-reports)."""
     content, headers = body
-    problem = _problem(client.post("/predict", content=content, headers=headers), 422, "invalid_request")
+    problem = _problem(client.post(route, content=content, headers=headers), 422, "invalid_request")
     assert detail in str(problem["detail"])
+    assert "Traceback" not in server.logs()
+
+
+def test_a_duplicated_query_field_is_refused(client: httpx.Client) -> None:
+    _problem(client.post("/similar-reports", data={"query": ["a", "b"]}), 422, "invalid_request")
+    content, headers = _multipart(
+        b'Content-Disposition: form-data; name="query"\r\n\r\nwheeze',
+        b'Content-Disposition: form-data; name="query"\r\n\r\ncrackle',
+    )
+    _problem(client.post("/similar-reports", content=content, headers=headers), 422, "invalid_request")
+
+
+def test_unknown_task_names_are_not_echoed_back_in_bulk(client: httpx.Client) -> None:
+    names = ",".join(f"t{i}" for i in range(3000))  # 17 KB: within the header limit
+    problem = _problem(
+        client.post("/predict", params={"tasks": names}, files=_upload(wav_bytes(1.0))), 422, "unknown_task"
+    )
+    assert "'t4'" in str(problem["detail"]) and "2995 more" in str(problem["detail"])
+    assert "t2999" not in str(problem["detail"]) and len(str(problem["detail"])) < 1000
 
 
 def test_recording_as_the_raw_body_equals_the_multipart_upload(client: httpx.Client) -> None:
@@ -289,7 +325,7 @@ def test_recording_as_the_raw_body_equals_the_multipart_upload(client: httpx.Cli
         raw = client.post("/predict", content=data, headers={"content-type": content_type})
         assert raw.status_code == 200, raw.text
         assert raw.json()["tasks"] == multipart["tasks"]
-    content, headers = _multipart(_part("note", b"first"), _part("file", data), _part("file", b"ignored"))
+    content, headers = _multipart(_part("note", b"first"), _part("file", data))
     assert client.post("/predict", content=content, headers=headers).json()["tasks"] == multipart["tasks"]
     embedded = client.post("/embed", files=_upload(data)).json()
     raw_embed = client.post("/embed", content=data, headers={"content-type": "audio/flac"}).json()

@@ -51,7 +51,7 @@ def test_inference_timeout_is_504(tiny_bundle: Path) -> None:
         response = await client.post("/predict", files=_upload())
         assert response.status_code == 504 and response.json()["code"] == "timeout"
 
-    _run(Settings(bundle=tiny_bundle, request_timeout_s=0.05, max_wait_ms=2000), check)
+    _run(Settings(bundle=tiny_bundle, request_timeout_s=0.3, body_timeout_s=0.2, max_wait_ms=2000), check)
 
 
 def test_encoder_failure_is_a_500_problem_without_internals(tiny_bundle: Path) -> None:

@@ -52,7 +52,7 @@ def test_concurrent_requests_are_batched_together(tiny_bundle: Path, tmp_path: P
 
 
 def test_overload_is_503_with_retry_after(tiny_bundle: Path, tmp_path: Path) -> None:
-    env = {"ACULA_MAX_QUEUE": "2", "ACULA_MAX_WAIT_MS": "400", "ACULA_MAX_BATCH_SIZE": "64"}
+    env = {"ACULA_MAX_INFERENCE_REQUESTS": "2", "ACULA_MAX_WAIT_MS": "400", "ACULA_MAX_BATCH_SIZE": "64"}
     with serve(tiny_bundle, tmp_path, env) as server:
         responses = _post_many(f"{server.url}/predict", 10)
         metrics = httpx.get(f"{server.url}/metrics").text
