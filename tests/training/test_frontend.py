@@ -165,3 +165,15 @@ def test_onnx_normalisation_statistics_match_torch_on_long_real_audio(tmp_path, 
     with torch.no_grad():
         want = frontend(torch.from_numpy(wave[None].astype(np.float32))).numpy()
     assert np.abs(got - want).max() < 2e-4
+
+
+@pytest.mark.parametrize("recipe", ["cnn", "efficientat"])
+def test_fft_path_computes_the_same_log_mel(recipe: str) -> None:
+    """Training precomputes log-mels through torch.stft; the model and its ONNX graph use the conv1d DFT."""
+    frontend = LogMelFrontend(efficientat_frontend() if recipe == "efficientat" else FrontendConfig()).eval()
+    rate = frontend.config.sample_rate
+    wave = torch.from_numpy(
+        (0.1 * np.random.default_rng(1).standard_normal((2, 3 * rate + 17))).astype(np.float32)
+    )
+    with torch.no_grad():
+        assert torch.abs(frontend(wave, fft=True) - frontend(wave)).max() < 1e-4

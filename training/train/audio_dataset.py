@@ -132,7 +132,9 @@ class LogMelCache:
         if not path.is_file():
             samples = np.asarray(self.audio.load(rec), dtype=np.float32)
             with torch.no_grad():
-                logmel = self.frontend(torch.from_numpy(samples)[None])[0, 0]  # (S,) -> (F, T)
+                logmel = self.frontend(torch.from_numpy(samples.copy())[None], fft=True)[
+                    0, 0
+                ]  # (S,) -> (F, T)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
             np.save(tmp, logmel.numpy().astype(np.float16))
