@@ -120,14 +120,15 @@ class AlignObjective(nn.Module):
 
 
 def starting_model(config: AlignConfig, text_dim: int) -> AculaAudioModel:
-    """The SSL checkpoint (or a random init) with a text head for a teacher of hidden size ``text_dim``."""
+    """The starting point with a text head for a teacher of hidden size ``text_dim``: a checkpoint (SSL, or
+    the pretrained encoder saved as one), or ``config.model`` (random, or the pretrained weights it names)."""
     if config.init_checkpoint is not None:
         base = load_checkpoint(config.init_checkpoint)
     elif config.model is not None:
         base = build_model(config.model)
     else:
         raise ValueError("align needs init_checkpoint (the SSL checkpoint) or, for a random start, model")
-    model = build_model(base.config.model_copy(update={"text_dim": text_dim}))
+    model = build_model(base.config.model_copy(update={"text_dim": text_dim}), load_weights=False)
     result = model.load_state_dict(base.state_dict(), strict=False)
     unexpected = list(result.unexpected_keys)
     if base.config.text_dim not in (None, text_dim):  # a previous teacher's head: drop it, train a new one
