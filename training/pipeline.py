@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from acula.training.export_index import IndexKind
+from acula.training.export.index import IndexKind
 from acula.training.train.config import AlignConfig, SSLConfig
 
 
@@ -166,22 +166,9 @@ def write_json(path: Path, payload: Any) -> None:
     tmp.replace(path)
 
 
-def _acula(*args: str, threads: int) -> None:
-    """Run another ``acula`` subcommand (its CLI is its stable interface), with the thread pools pinned."""
-    import os
-    import subprocess
-    import sys
-
-    executable = Path(sys.executable).with_name("acula")
-    fallback = [sys.executable, "-m", "acula"]
-    command = [str(executable), *args] if executable.is_file() else [*fallback, *args]
-    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    subprocess.run(command, check=True, env=env)
-
-
 def _export(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], None]) -> None:
     from acula.training.export import ExportOptions, export_bundle
-    from acula.training.export_inputs import gather
+    from acula.training.export.inputs import gather
 
     work = config.work_dir
     inputs = gather(root, work / "reports.jsonl", config.datasets)
@@ -223,24 +210,43 @@ def _differences(config: PipelineConfig) -> str:
     return f"\n## Differences from the full default run\n{config.notes.strip()}\n"
 
 
-def _benchmark(config: PipelineConfig, root: Path, out: Path) -> None:
-    """``acula bench``: the bundle against SSL-only and openSMILE, logistic probe, with retrieval."""
+def _benchmark(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], None]) -> None:
+    """What ``acula bench`` runs: the bundle against SSL-only and openSMILE (logistic probe, retrieval)."""
+    from acula.training.bench.runner import BenchConfig, run_bench
+
     work = config.work_dir
-    args = ["bench", "--root", str(root), "--out", str(work / "bench"), "--threads", str(config.threads)]
-    args += ["--encoder", f"aligned={out}", "--reports", str(work / "reports.jsonl")]
+    encoders = [f"aligned={out}"]
     if "ssl" in config.bench.baselines:
-        args += ["--encoder", f"ssl-only={work / 'ssl' / 'final.pt'}"]
+        encoders.append(f"ssl-only={work / 'ssl' / 'final.pt'}")
     if "opensmile" in config.bench.baselines:
-        args += ["--baseline", "opensmile"]
-    if config.cache_dir is not None:
-        args += ["--cache-dir", str(config.cache_dir)]
-    _acula(*args, threads=config.threads)
+        encoders.append("opensmile")
+    bench = BenchConfig(
+        root=root,
+        out=work / "bench",
+        encoders=encoders,
+        reports=work / "reports.jsonl",
+        cache_dir=config.cache_dir,
+        threads=config.threads,
+    )
+    run_bench(bench, log=log)
+
+
+def _build_reports(config: PipelineConfig, root: Path, log: Callable[[str], None]) -> None:
+    """What ``acula reports build`` runs, into a partial file renamed when complete (a crash never looks
+    finished)."""
+    from acula.training.data import load_records
+    from acula.training.reports.build import build_reports, make_writer
+
+    partial = config.work_dir / "reports.partial.jsonl"
+    summary = build_reports(load_records(root, config.datasets), make_writer(config.reports.writer), partial)
+    log(f"reports: {summary.written} written, {summary.fallbacks} fell back to the template")
+    partial.replace(config.work_dir / "reports.jsonl")
 
 
 def _update_card(config: PipelineConfig, out: Path) -> None:
     """Put the benchmark table into MODEL_CARD.md and re-hash the bundle."""
     from acula.service.bundle import load_manifest, write_manifest
-    from acula.training.model_card import write_model_card
+    from acula.training.export.card import write_model_card
 
     manifest = load_manifest(out)
     notes = json.loads((out / "export_notes.json").read_text())
@@ -260,25 +266,15 @@ def build_stages(config: PipelineConfig, root: Path, out: Path, log: Callable[[s
     from acula.training.train.ssl import run_ssl
 
     work = config.work_dir
-    partial = work / "reports.partial.jsonl"  # renamed when complete: a crash never looks finished
-    report_args = ["reports", "build", "--root", str(root), "--out", str(partial)]
-    report_args += ["--backend", config.reports.writer]
-    for dataset in config.datasets or []:
-        report_args += ["--datasets", dataset]
-
-    def build_reports() -> None:
-        _acula(*report_args, threads=config.threads)
-        partial.replace(work / "reports.jsonl")
-
     stages = [  # SSL reads no report, so it runs first: a missing report writer does not hold it up
         Stage("ssl", work / "ssl" / "final.pt", lambda: run_ssl(config.ssl)),
-        Stage("reports", work / "reports.jsonl", build_reports),
+        Stage("reports", work / "reports.jsonl", lambda: _build_reports(config, root, log)),
         Stage("align", work / "align" / "final.pt", lambda: run_align(config.align)),
         Stage("probes + export", work / "export.json", lambda: _export(config, root, out, log)),
     ]
     if config.bench.enabled:
         stages.append(
-            Stage("benchmark", work / "bench" / "results.json", lambda: _benchmark(config, root, out))
+            Stage("benchmark", work / "bench" / "results.json", lambda: _benchmark(config, root, out, log))
         )
     stages.append(Stage("model card", work / "card.json", lambda: _update_card(config, out)))
     return stages

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -108,9 +108,12 @@ class Teacher:
             self._st = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
             self._st.max_seq_length = spec.max_tokens
             self.tokenizer = self._st.tokenizer
-            self.transformer = self._st[0].auto_model
+            self.transformer: Any = self._st[0].auto_model
             self.pooling = "sentence-transformers"
-            self.hidden_size = int(self._st.get_embedding_dimension())
+            dimension = self._st.get_embedding_dimension()
+            if dimension is None:
+                raise ValueError(f"teacher {self.path} does not state its embedding dimension")
+            self.hidden_size = int(dimension)
         else:
             from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -162,10 +165,10 @@ class Teacher:
                 )
                 hidden = self.transformer(**batch).last_hidden_state  # (B, L, H)
                 chunks.append(pool_hidden(hidden, batch["attention_mask"], self.pooling))
-        out = torch.cat(chunks)
+        pooled = torch.cat(chunks)
         if self.spec.normalize:
-            out = torch.nn.functional.normalize(out, dim=-1)
-        return out.numpy().astype(np.float32)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.numpy().astype(np.float32)
 
 
 def pool_hidden(hidden, attention_mask, pooling: str):

@@ -10,7 +10,7 @@ import torch
 
 from acula.training.bench.metrics import score_task
 from acula.training.bench.opera import OperaConfig, l2_penalty, opera_probe, train_head, train_heads
-from acula.training.bench.probes import grouped_validation_split, linear_probe
+from acula.training.probes import grouped_validation_split, linear_probe
 
 
 def _blobs(n: int, dim: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from acula.service.bundle import BundleError, Manifest, TensorSpec, load_manifest, write_manifest
 from acula.training.data.records import Recording
 from acula.training.export import ExportOptions, ProbeTask, export_bundle
-from acula.training.export_index import CorpusRefused, build_index
-from acula.training.export_onnx import ExportError, check_parity, export_encoder, parity_cases
+from acula.training.export.index import CorpusRefused, build_index
+from acula.training.export.onnx import ExportError, check_parity, export_encoder, parity_cases
 from acula.training.nets.cnn import CNNConfig
 from acula.training.nets.factory import build_model, save_checkpoint
 from acula.training.nets.frontend import FrontendConfig
@@ -80,7 +80,7 @@ def tasks_for(records: list[Recording]) -> list[ProbeTask]:
     return [
         ProbeTask(
             "sex",
-            "classification",
+            "binary",
             [(r, r.labels["sex"]) for r in train],
             [(r, r.labels["sex"]) for r in test],
             labels=["male", "female"],  # the task's order, not alphabetical

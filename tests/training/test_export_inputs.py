@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from acula.training.export_inputs import LICENCES, probe_tasks
+from acula.training.export.inputs import LICENCES, probe_tasks
 
 
 @pytest.mark.slow
@@ -24,13 +24,14 @@ def test_probe_tasks_follow_the_benchmark_registry_and_its_splits(shared_data: P
         if "official" not in bench.schemes:  # SPRSound's official intra-patient test shares patients
             train_subjects = {r.subject_id for r, _ in task.train}
             assert not train_subjects & {r.subject_id for r, _ in task.test}, name
+        assert task.kind == bench.kind, name
         if bench.kind in ("binary", "multiclass"):
-            assert task.kind == "classification" and task.labels == list(bench.classes)
+            assert task.labels == list(bench.classes)
             assert {y for _, y in task.train} <= set(bench.classes)
         elif bench.kind == "multilabel":
-            assert task.kind == "multilabel" and all(set(y) <= set(bench.classes) for _, y in task.train)
+            assert all(set(y) <= set(bench.classes) for _, y in task.train)
         else:
-            assert task.kind == "regression" and task.unit == bench.unit
+            assert task.unit == bench.unit
     assert len(tasks["sprsound-adventitious"].test) > 0 and len(tasks["physionet-abnormal"].train) > 1000
 
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from acula.training.bench.metrics import score_task
 from acula.training.bench.opera import OperaConfig, opera_probe
-from acula.training.bench.probes import ProbeOutput, linear_probe
 from acula.training.bench.tasks import EvalSplit, TaskData
+from acula.training.probes import ProbeOutput, linear_probe
 
 DEFAULT_OPERA = OperaConfig()
 

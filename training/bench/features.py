@@ -118,7 +118,7 @@ class WindowEncoder:
 
         cache = FeatureCache(cache_root, self.key, self.describe())
         audio = AudioCache(cache_root, self.contract.sample_rate)
-        found: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         failed: dict[str, str] = {}
         pending: list[tuple[str, np.ndarray]] = []  # (key, windows) waiting for a full batch
 
@@ -140,8 +140,8 @@ class WindowEncoder:
         for rec in tqdm(records, desc=f"features {self.name}", disable=not progress, leave=False):
             key = recording_key(rec)
             cached = cache.get(key, with_joint=True)
-            if cached is not None:
-                found[key] = cached
+            if cached is not None and cached[1] is not None:  # with_joint: the joint is always there
+                found[key] = (cached[0], cached[1])
                 continue
             try:
                 samples = np.asarray(audio.load(rec), dtype=np.float32)

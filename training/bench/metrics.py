@@ -71,3 +71,22 @@ def higher_is_better(kind: TaskKind) -> bool:
 
 def metric_name(kind: TaskKind) -> str:
     return {"binary": "auroc", "multiclass": "macro_auroc", "multilabel": "macro_auroc"}.get(kind, "mae")
+
+
+def held_out_metrics(kind: TaskKind, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """What a bundle's manifest records for a probe: the headline metric under its manifest name, plus
+    balanced accuracy (classifiers) or R² (regression); an undefined AUROC is left out rather than NaN."""
+    if kind == "regression":
+        from sklearn.metrics import r2_score
+
+        return {"mae": score_task(kind, y, scores), "r2": float(r2_score(y, scores))}
+    out: dict[str, float] = {}
+    if kind in ("binary", "multiclass"):
+        from sklearn.metrics import balanced_accuracy_score
+
+        columns = np.stack([1.0 - scores, scores], axis=1) if kind == "binary" else scores
+        out["balanced_accuracy"] = float(balanced_accuracy_score(y, columns.argmax(axis=1)))
+    auroc = score_task(kind, y, scores)
+    if not math.isnan(auroc):
+        out["auroc"] = auroc
+    return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from acula.training.bench.metrics import TaskKind, higher_is_better, score_task
-from acula.training.bench.probes import ProbeOutput, grouped_validation_split, standardiser
+from acula.training.probes import ProbeOutput, grouped_validation_split, standardiser
 
 
 @dataclass(frozen=True)
@@ -145,10 +145,12 @@ def _train_heads(
             optimiser.zero_grad()
             loss.backward()
             with torch.no_grad():  # clip_grad_norm_ per seed: coef = max_norm / (norm + 1e-6), at most 1
-                norm = (weight.grad.pow(2).sum((1, 2)) + bias.grad.pow(2).sum(1)).sqrt()
+                weight_grad, bias_grad = weight.grad, bias.grad
+                assert weight_grad is not None and bias_grad is not None  # both are in the loss
+                norm = (weight_grad.pow(2).sum((1, 2)) + bias_grad.pow(2).sum(1)).sqrt()
                 coef = (config.grad_clip / (norm + 1e-6)).clamp(max=1.0)
-                weight.grad.mul_(coef[:, None, None])
-                bias.grad.mul_(coef[:, None])
+                weight_grad.mul_(coef[:, None, None])
+                bias_grad.mul_(coef[:, None])
             optimiser.step()
         scheduler.step()
         with torch.no_grad():

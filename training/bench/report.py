@@ -37,7 +37,7 @@ def _fmt(value: float | None, std: float | None = None) -> str:
 
 def _columns(tasks: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     """(task, scheme, subset) per column: the headline of each scheme, plus official subsets."""
-    columns = []
+    columns: list[tuple[str, str, str | None]] = []
     for name, entry in tasks.items():
         for scheme in entry["schemes"]:
             columns.append((name, scheme, None))

@@ -53,8 +53,8 @@ class BenchConfig:
 
 def parse_encoder(spec: str, threads: int, window_seconds: float | None) -> FeatureSource:
     """``PATH`` or ``NAME=PATH``; PATH a checkpoint file, a bundle folder, or the word 'opensmile'."""
-    name, _, target = spec.rpartition("=")
-    name = name or None
+    given, _, target = spec.rpartition("=")
+    name = given or None
     if target == "opensmile":
         from acula.training.bench.opensmile_features import OpenSmileSource
 
@@ -86,15 +86,25 @@ def build_sources(config: BenchConfig) -> list[FeatureSource]:
 
 def text_embedder(source: FeatureSource, cache_root: Path) -> Callable[[list[str]], np.ndarray] | None:
     """Texts -> the source's joint space, or None when it has no text side (SSL-only, openSMILE)."""
-    if isinstance(source, BundleEncoder):
-        return source.embed_texts if source.pipeline.text_encoder is not None else None
-    if isinstance(source, TorchEncoder) and source.text_head is not None:
+    embed: Callable[[list[str]], np.ndarray | None]
+    if isinstance(source, BundleEncoder) and source.pipeline.text_encoder is not None:
+        embed = source.embed_texts
+    elif isinstance(source, TorchEncoder) and source.text_head is not None:
         from acula.training.teacher import TeacherCache, TeacherSpec, load_teacher
 
         spec = TeacherSpec.model_validate(source.teacher_spec) if source.teacher_spec else TeacherSpec()
         cache = TeacherCache(load_teacher(spec), cache_root / "teacher")
-        return lambda texts: source.embed_text(cache.encode(texts))  # type: ignore[union-attr]
-    return None
+        torch_source = source
+        embed = lambda texts: torch_source.embed_text(cache.encode(texts))  # noqa: E731
+    else:
+        return None
+
+    def joint(texts: list[str]) -> np.ndarray:
+        vectors = embed(texts)
+        assert vectors is not None  # the source was checked to have a text side above
+        return vectors
+
+    return joint
 
 
 def test_side_reports(path: Path) -> dict[str, list[str]]:
@@ -230,7 +240,8 @@ class Runner:
         from acula.training.bench.plots import roc_figure
 
         task = data.task
-        prepared, names = {}, []
+        prepared: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        names: list[str] = []
         for source, (rows, scores) in curves.items():
             y2, s2, names = _scores_2d(task, data.y[rows], scores)
             prepared[source] = (y2, s2)

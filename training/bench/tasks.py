@@ -339,7 +339,7 @@ def is_test_side(rec: Recording) -> bool:
 def _official(data: TaskData) -> list[EvalSplit]:
     train = np.asarray([i for i, r in enumerate(data.records) if r.split == "train"], dtype=int)
     names = sorted({r.split for r in data.records if is_test_side(r)})
-    evaluate = {
+    evaluate: dict[str, np.ndarray] = {
         name: np.asarray([i for i, r in enumerate(data.records) if r.split == name], dtype=int)
         for name in names
     }

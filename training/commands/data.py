@@ -12,10 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-RootOption = Annotated[Path, typer.Option("--root", help="Folder with one sub-folder per dataset.")]
-DatasetsOption = Annotated[
-    list[str] | None, typer.Option("--datasets", "-d", help="Datasets to read (default: all present).")
-]
+from acula.training.commands import DatasetsOption, RootOption
 
 
 def register(app: typer.Typer) -> None:

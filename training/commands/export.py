@@ -1,4 +1,4 @@
-"""``acula export``: a trained checkpoint and its reports -> a verified model bundle (training/export.py)."""
+"""``acula export``: a trained checkpoint and its reports -> a verified model bundle (training/export/)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,8 @@ def register(app: typer.Typer) -> None:
         """Export ONNX (parity-checked), probes, the report index and the model card into a bundle."""
         import torch
 
-        from acula.training.export import ExportOptions, export_bundle
-        from acula.training.export_inputs import gather
-        from acula.training.export_onnx import ExportError
+        from acula.training.export import ExportError, ExportOptions, export_bundle
+        from acula.training.export.inputs import gather
 
         if index not in ("flat", "hnsw", "ivf"):
             raise typer.BadParameter("--index must be flat, hnsw or ivf")

@@ -14,10 +14,8 @@ from typing import Annotated
 
 import typer
 
-RootOption = Annotated[Path, typer.Option("--root", help="Folder with one sub-folder per dataset.")]
-DatasetsOption = Annotated[
-    list[str] | None, typer.Option("--datasets", "-d", help="Datasets to use (default: all present).")
-]
+from acula.training.commands import DatasetsOption, RootOption
+from acula.training.reports.build import LLM_CACHE
 
 
 def register(app: typer.Typer) -> None:
@@ -37,33 +35,19 @@ def build(
     datasets: DatasetsOption = None,
     seed: Annotated[int, typer.Option(help="Template phrasing seed (same seed, same corpus).")] = 0,
     concurrency: Annotated[int, typer.Option(help="openai: requests in flight at once.", min=1)] = 4,
-    cache: Annotated[Path, typer.Option(help="openai: response cache folder.")] = Path(".acula-cache/llm"),
+    cache: Annotated[Path, typer.Option(help="openai: response cache folder.")] = LLM_CACHE,
 ) -> None:
     """Write one report per recording (template by default; ``--backend openai`` reads ACULA_LLM_*)."""
     from rich.progress import Progress
 
     from acula.training.data import load_records
-    from acula.training.reports.build import build_reports
-    from acula.training.reports.template import TemplateWriter
+    from acula.training.reports.build import build_reports, make_writer
 
+    try:
+        writer = make_writer(backend, seed, cache, concurrency)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--backend") from error
     records = load_records(root, datasets)
-    from acula.training.reports.schema import ReportWriter
-
-    template = TemplateWriter(seed)
-    writer: ReportWriter
-    if backend == "template":
-        writer = template
-    elif backend == "openai":
-        from acula.training.reports.openai_writer import OpenAIWriter
-
-        try:
-            writer = OpenAIWriter.from_env(fallback=template, cache_dir=cache, concurrency=concurrency)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--backend") from error
-    else:
-        raise typer.BadParameter(
-            f"unknown backend {backend!r}: use template or openai", param_hint="--backend"
-        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with Progress() as progress:
         task = progress.add_task(f"reports ({backend})", total=len(records))

@@ -116,7 +116,7 @@ def load(root: Path) -> AdapterResult:
         meta = BmdMeta(
             patient=patient,
             file_class=parts[0],
-            position=POSITIONS[parts[2]],  # type: ignore[arg-type]
+            position=POSITIONS[parts[2]],
             site=SITES[parts[3]],
         )
         result.records.append(

@@ -82,7 +82,7 @@ def _entries(root: Path) -> list[tuple[str, str, HlsMeta]]:
     def meta(component: str, heart: str | None, lung: str | None, row: dict[str, str]) -> HlsMeta:
         landmark = row["Location"]
         return HlsMeta(
-            component=component,  # type: ignore[arg-type]
+            component=component,
             heart_sound=heart,
             lung_sound=lung,
             landmark=landmark,

@@ -149,7 +149,7 @@ def load(root: Path) -> AdapterResult:
             patient=patient,
             site_code=parts[2],
             site=SITES[parts[2]],
-            mode=parts[3],  # type: ignore[arg-type]
+            mode=parts[3],
             device=DEVICES.get(parts[4], parts[4]),
             cycles=cycles,
         )
@@ -161,7 +161,7 @@ def load(root: Path) -> AdapterResult:
                 audio_path=path,
                 native_rate=header[0],
                 duration_s=header[1],
-                split=split,  # type: ignore[arg-type]
+                split=split,
                 site=meta.site,
                 metadata=meta,
                 labels={

@@ -57,7 +57,7 @@ def load(root: Path) -> AdapterResult:
             header = read_header_or_skip(result, NAME, path)
             if header is None:
                 continue
-            meta = PhysioNetMeta(set=set_name, abnormal=value == "1")  # type: ignore[arg-type]
+            meta = PhysioNetMeta(set=set_name, abnormal=value == "1")
             result.records.append(
                 Recording(
                     dataset=NAME,

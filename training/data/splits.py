@@ -105,11 +105,9 @@ def compute(
     for subject, recs in by_subject.items():
         is_test, fold = per_subject[subject]
         for record in recs:
-            if dataset in OFFICIAL or dataset in NO_AUDIO:
-                split: Split = record.split
-            else:
-                split = "test" if is_test else "train"
-            result[record.recording_id] = (split, fold)
+            official = dataset in OFFICIAL or dataset in NO_AUDIO
+            dealt: Split = record.split if official else ("test" if is_test else "train")
+            result[record.recording_id] = (dealt, fold)
     return result
 
 

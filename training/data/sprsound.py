@@ -122,7 +122,7 @@ def load(root: Path) -> AdapterResult:
                 patient=patient,
                 age_years=age,
                 sex=sex,
-                position=position,  # type: ignore[arg-type]
+                position=position,
                 site=POSITIONS[position],
                 record_label=label,
                 events=events,

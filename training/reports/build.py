@@ -30,6 +30,26 @@ def _existing_ids(path: Path) -> set[str]:
     return {row.report_id for row in iter_reports(path)} if path.is_file() else set()
 
 
+LLM_CACHE = Path(".acula-cache/llm")
+
+
+def make_writer(
+    backend: str, seed: int = 0, cache_dir: Path = LLM_CACHE, concurrency: int = 4
+) -> ReportWriter:
+    """The writer named ``backend``: ``template`` (offline), or ``openai`` configured from ACULA_LLM_*
+    (falling back to the template writer per report). Raises ValueError for an unknown or unconfigured one."""
+    from acula.training.reports.template import TemplateWriter
+
+    template = TemplateWriter(seed)
+    if backend == "template":
+        return template
+    if backend == "openai":
+        from acula.training.reports.openai_writer import OpenAIWriter
+
+        return OpenAIWriter.from_env(fallback=template, cache_dir=cache_dir, concurrency=concurrency)
+    raise ValueError(f"unknown backend {backend!r}: use template or openai")
+
+
 def build_reports(
     records: Sequence[Recording],
     writer: ReportWriter,

@@ -2,11 +2,11 @@
 
 Configured from the environment (``ACULA_LLM_BASE_URL``, e.g. ``http://127.0.0.1:8000/v1``;
 ``ACULA_LLM_MODEL``; ``ACULA_LLM_API_KEY``, optional). Requests run with bounded concurrency and are retried
-with exponential backoff (or the server's Retry-After, if longer) on 429, 5xx, timeouts, connection errors and
-malformed responses. Each response is cached on disk under the hash of (model, prompt), so a rerun sends
-nothing, and records with the same prompt share one request. The prompt gives the model only the normalised
-facts the template writer would state (never ids, names or dates); every answer is checked by the validator,
-and a rejected or failed answer is replaced by the template report, with the reasons kept.
+by tenacity with jittered exponential backoff (or the server's Retry-After, if longer) on 429, 5xx, timeouts,
+connection errors and malformed responses. Each response is cached on disk under the hash of (model, prompt),
+so a rerun sends nothing, and records with the same prompt share one request. The prompt gives the model only
+the normalised facts the template writer would state (never ids, names or dates); every answer is checked by
+the validator, and a rejected or failed answer is replaced by the template report, with the reasons kept.
 """
 
 from __future__ import annotations
@@ -16,11 +16,18 @@ import hashlib
 import json
 import logging
 import os
-import random
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from acula.training.data.records import Recording
 from acula.training.reports.facts import fact_sheet
@@ -61,11 +68,18 @@ def retry_after(response: httpx.Response) -> float:
 
 
 class LLMError(Exception):
-    """A request that failed for good; ``reason`` is the stable code kept with the fallback report."""
+    """A failed request; ``reason`` is the stable code kept with the fallback report. ``retryable`` ones are
+    tried again, no sooner than ``retry_after`` seconds (the server's Retry-After) after the failure."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, retryable: bool = False, retry_after: float = 0.0) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, LLMError) and error.retryable
 
 
 class OpenAIWriter:
@@ -147,35 +161,45 @@ class OpenAIWriter:
             "max_tokens": 300,
         }
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        last = LLMError("llm_unavailable", "no attempt made")
-        asked = 0.0  # the server's Retry-After, when it sent one: never retry sooner than it asked
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                backoff = self.backoff_s * 2 ** (attempt - 1) * (1 + random.random() * 0.25)
-                await asyncio.sleep(max(backoff, asked))
-            asked = 0.0
-            try:
-                response = await client.post(self.url, json=body, headers=headers, timeout=self.timeout_s)
-            except httpx.TimeoutException as error:
-                last = LLMError("llm_timeout", str(error) or "request timed out")
-                continue
-            except httpx.TransportError as error:
-                last = LLMError("llm_connection_error", str(error))
-                continue
-            if response.status_code in RETRYABLE_STATUS:
-                last = LLMError(f"llm_http_{response.status_code}", response.text[:200])
-                asked = retry_after(response)
-                continue
-            if response.status_code >= 400:
-                raise LLMError(f"llm_http_{response.status_code}", response.text[:200])
-            try:
-                text = response.json()["choices"][0]["message"]["content"]
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError("empty content")
-                return text.strip()
-            except (ValueError, KeyError, IndexError, TypeError) as error:
-                last = LLMError("llm_malformed_response", f"{type(error).__name__}: {error}")
-        raise last
+        backoff = wait_exponential(multiplier=self.backoff_s) + wait_random(0, self.backoff_s / 4)
+
+        def wait(state: RetryCallState) -> float:  # the backoff, or longer when the server asked for it
+            error = state.outcome.exception() if state.outcome else None
+            return max(backoff(state), error.retry_after if isinstance(error, LLMError) else 0.0)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_retryable),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait,
+            reraise=True,
+        )
+        return await retrying(self._attempt, client, body, headers)
+
+    async def _attempt(self, client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str]) -> str:
+        """One request; every failure becomes an :class:`LLMError` saying whether to try again."""
+        try:
+            response = await client.post(self.url, json=body, headers=headers, timeout=self.timeout_s)
+        except httpx.TimeoutException as error:
+            raise LLMError("llm_timeout", str(error) or "request timed out", retryable=True) from error
+        except httpx.TransportError as error:
+            raise LLMError("llm_connection_error", str(error), retryable=True) from error
+        if response.status_code >= 400:
+            retryable = response.status_code in RETRYABLE_STATUS
+            raise LLMError(
+                f"llm_http_{response.status_code}",
+                response.text[:200],
+                retryable=retryable,
+                retry_after=retry_after(response) if retryable else 0.0,
+            )
+        try:
+            text = response.json()["choices"][0]["message"]["content"]
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("empty content")
+            return text.strip()
+        except (ValueError, KeyError, IndexError, TypeError) as error:
+            raise LLMError(
+                "llm_malformed_response", f"{type(error).__name__}: {error}", retryable=True
+            ) from error
 
     async def _fetch(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, prompt: str, key: str) -> str:
         text = self._cached(key)

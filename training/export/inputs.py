@@ -1,19 +1,20 @@
 """What export reads from the rest of the project: records, benchmark tasks, reports, the validator, licences.
 
-Kept apart from :mod:`training.export` so that export itself depends only on plain values (records, tasks
-with targets, report dicts, a check function) and can be tested with hand-built inputs; this module is the
-one place that knows the dataset adapters, the benchmark's task registry and the report validator.
+Export itself depends only on plain values (records, :class:`ProbeTask` with targets, report dicts, a check
+function), so it can be tested with hand-built inputs; :func:`gather` is the one place that knows the
+dataset adapters, the benchmark's task registry and the report validator.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acula.training.bench.metrics import TaskKind
 from acula.training.data.records import Recording
-from acula.training.export import ProbeTask
 
 # From each release's licence file (see ../shared/data/README.md); recorded in every bundle's provenance.
 LICENCES = {
@@ -25,6 +26,27 @@ LICENCES = {
     "icbhi2017": "CC0",
     "circor2022": "ODC-By 1.0",
 }
+
+
+@dataclass
+class ProbeTask:
+    """One probe to fit: recordings with targets on each side of its subject split.
+
+    Targets: a class name (binary, multiclass), the list of present label names (multilabel), or a float.
+    """
+
+    name: str
+    kind: TaskKind
+    train: list[tuple[Recording, Any]]
+    test: list[tuple[Recording, Any]]
+    labels: list[str] = field(default_factory=list)
+    unit: str | None = None
+    description: str = ""
+
+    def with_recordings(
+        self, train: list[tuple[Recording, Any]], test: list[tuple[Recording, Any]]
+    ) -> ProbeTask:
+        return dataclasses.replace(self, train=train, test=test)
 
 
 @dataclass
@@ -73,7 +95,8 @@ def probe_tasks(records: Sequence[Recording]) -> list[ProbeTask]:
 
     tasks = []
     for task in TASKS.values():
-        train, test = [], []
+        train: list[tuple[Recording, Any]] = []
+        test: list[tuple[Recording, Any]] = []
         for record in records:
             if record.dataset != task.dataset or record.audio_path is None:
                 continue
@@ -87,9 +110,7 @@ def probe_tasks(records: Sequence[Recording]) -> list[ProbeTask]:
             tasks.append(
                 ProbeTask(
                     name=task.name,
-                    kind="regression"
-                    if task.kind == "regression"
-                    else ("multilabel" if task.kind == "multilabel" else "classification"),
+                    kind=task.kind,
                     train=train,
                     test=test,
                     labels=list(task.classes) if task.kind != "regression" else [],

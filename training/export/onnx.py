@@ -9,12 +9,20 @@ that promise, so a larger difference is an error, never a warning.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+from acula.service.bundle import EncoderSpec, TensorSpec
+from acula.training.data.records import Recording
+
+if TYPE_CHECKING:
+    from acula.training.nets.model import AculaAudioModel
 
 PARITY_TOLERANCE = 1e-4
 INPUT_NAME = "waveform"
@@ -67,6 +75,15 @@ def export_encoder(
     return path
 
 
+def encoder_spec(model: AculaAudioModel) -> EncoderSpec:
+    """The manifest's description of the graph :func:`export_encoder` writes for ``model``."""
+    return EncoderSpec(
+        input=TensorSpec(name=INPUT_NAME, shape=["batch", "samples"]),
+        embedding=TensorSpec(name=OUTPUT_NAMES[0], shape=["batch", model.embedding_dim]),
+        joint=TensorSpec(name=OUTPUT_NAMES[1], shape=["batch", model.joint_dim]),
+    )
+
+
 @dataclass(frozen=True)
 class ParityResult:
     """Largest absolute difference between torch and onnxruntime, over every case that was run."""
@@ -74,6 +91,23 @@ class ParityResult:
     max_abs_diff: float
     cases: list[tuple[int, int]]  # (batch, samples) per case
     per_output: dict[str, float]
+
+
+def parity_recordings(
+    records: Sequence[Recording], load: Callable[[Recording], np.ndarray], count: int = 4
+) -> list[np.ndarray]:
+    """``count`` real training-side recordings, taken round-robin over datasets (rates and lengths differ)."""
+    by_dataset: dict[str, list[Recording]] = {}
+    for record in records:
+        if record.is_training_side:
+            by_dataset.setdefault(record.dataset, []).append(record)
+    queues = [items[len(items) // 2 :] + items[: len(items) // 2] for _, items in sorted(by_dataset.items())]
+    chosen: list[Recording] = []
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return [load(r) for r in chosen]
 
 
 def parity_cases(recordings: list[np.ndarray], window: int, min_samples: int) -> list[np.ndarray]:

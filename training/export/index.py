@@ -12,11 +12,15 @@ on the corpus itself and written into the manifest, so nobody ships an approxima
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from acula.service.bundle import ReportIndexSpec
+from acula.service.core.windowing import l2_normalise
+from acula.training.data.records import Recording
 
 IndexKind = Literal["flat", "hnsw", "ivf"]
 
@@ -61,6 +65,58 @@ def corpus_rows(reports: Iterable[dict[str, Any]], check: Callable[[str], list[s
     return rows
 
 
+def training_side_corpus(
+    reports: Sequence[dict[str, Any]], records: Sequence[Recording], check: Callable[[str], list[str]]
+) -> tuple[list[dict[str, Any]], int]:
+    """Corpus rows of the reports written for training-side recordings, and how many others were left out."""
+    training_side = {(r.dataset, r.recording_id) for r in records if r.is_training_side}
+    kept = [
+        r for r in reports if r.get("split") == "train" and (r["dataset"], r["recording_id"]) in training_side
+    ]
+    return corpus_rows(kept, check), len(reports) - len(kept)
+
+
+def text_source(rows: list[dict[str, Any]]) -> Literal["template", "llm", "mixed"]:
+    """Who wrote the corpus: the template writer only, an LLM only, or both."""
+    writers = {str(row.get("writer") or "template") for row in rows}
+    if writers <= {"template"}:
+        return "template"
+    return "llm" if "template" not in writers else "mixed"
+
+
+def report_vectors(
+    model: Any, rows: list[dict[str, Any]], teacher: Any, cache_dir: Path | None
+) -> np.ndarray:
+    """Joint-space vectors of the report texts: frozen teacher (cached on disk) -> the model's text head."""
+    import torch
+
+    from acula.training.teacher import TeacherCache
+    from acula.training.train.audio_dataset import default_cache_dir
+
+    cache = TeacherCache(teacher, (cache_dir or default_cache_dir()) / "teacher")
+    hidden = cache.encode([row["text"] for row in rows])
+    with torch.no_grad():
+        joint = model.encode_text(torch.from_numpy(hidden)).numpy()
+    return l2_normalise(joint)
+
+
+def write_report_index(
+    rows: list[dict[str, Any]], vectors: np.ndarray, kind: IndexKind, out_dir: Path
+) -> ReportIndexSpec:
+    """``reports.faiss`` and ``reports.jsonl`` into ``out_dir``: row ``i`` of the index is line ``i``."""
+    index, recall = build_index(vectors, kind)
+    write_index(index, Path(out_dir) / "reports.faiss")
+    write_corpus(rows, Path(out_dir) / "reports.jsonl")
+    return ReportIndexSpec(
+        count=len(rows),
+        dim=int(vectors.shape[1]),
+        kind=kind,
+        recall_at_10_vs_exact=recall,
+        deidentified=True,  # corpus_rows refuses the export otherwise
+        text_source=text_source(rows),
+    )
+
+
 def write_corpus(rows: list[dict[str, Any]], path: Path) -> None:
     with Path(path).open("w", encoding="utf-8") as handle:
         for row in rows:
@@ -96,6 +152,7 @@ def build_index(vectors: np.ndarray, kind: IndexKind = "flat", threads: int = 1)
     if vectors.ndim != 2 or len(vectors) == 0:
         raise ValueError(f"need a non-empty (n, dim) array of report embeddings, got {vectors.shape}")
     dim = vectors.shape[1]
+    index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":

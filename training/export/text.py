@@ -16,13 +16,18 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from acula.service.bundle import TextSideSpec
-from acula.training.export_onnx import ExportError
+from acula.training.export.onnx import ExportError
+
+if TYPE_CHECKING:
+    from acula.training.nets.heads import JointProjection
+    from acula.training.teacher import Teacher
 
 MIN_COSINE = 0.98  # the quantised text encoder must agree with torch at least this well on real texts
 
@@ -30,7 +35,7 @@ MIN_COSINE = 0.98  # the quantised text encoder must agree with torch at least t
 class _TextToJoint(nn.Module):
     """``(B, L)`` ids and mask -> ``(B, J)`` joint: the teacher's pooling, then the text projection."""
 
-    def __init__(self, transformer: nn.Module, text_head: nn.Module, normalize: bool) -> None:
+    def __init__(self, transformer: nn.Module, text_head: JointProjection, normalize: bool) -> None:
         super().__init__()
         self.transformer = transformer
         self.text_head = text_head
@@ -53,7 +58,11 @@ class TextExport:
 
 
 def export_text_side(
-    teacher: object, text_head: nn.Module, out_dir: Path, sample_texts: list[str], quantise: bool = True
+    teacher: Teacher,
+    text_head: JointProjection,
+    out_dir: Path,
+    sample_texts: list[str],
+    quantise: bool = True,
 ) -> TextExport:
     """Write ``text_encoder.onnx`` and ``tokenizer.json`` into ``out_dir``; check them on ``sample_texts``.
 
@@ -63,15 +72,15 @@ def export_text_side(
     pooling = getattr(teacher, "pooling", None)
     if pooling not in ("sentence-transformers", "mean"):
         raise ExportError(f"text side export supports mean-pooled teachers, not {pooling!r}")
-    tokenizer_file = Path(teacher.path) / "tokenizer.json"  # type: ignore[attr-defined]
+    tokenizer_file = Path(teacher.path) / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise ExportError(f"{tokenizer_file} not found: the text side needs the fast tokenizer file")
     out_dir = Path(out_dir)
-    module = _TextToJoint(teacher.transformer, text_head, teacher.spec.normalize).eval()  # type: ignore[attr-defined]
+    module = _TextToJoint(teacher.transformer, text_head, teacher.spec.normalize).eval()
     fp32 = out_dir / "text_encoder.fp32.onnx"
     final = out_dir / "text_encoder.onnx"
     # Two texts of different lengths, so the traced graph contains the padding-mask path, not a shortcut.
-    example = teacher.tokenizer(  # type: ignore[attr-defined]
+    example = teacher.tokenizer(
         ["a short report", "a longer example report, with more words in it"],
         padding=True,
         return_tensors="pt",
@@ -101,7 +110,7 @@ def export_text_side(
     else:
         fp32.replace(final)
     shutil.copyfile(tokenizer_file, out_dir / "tokenizer.json")
-    spec = TextSideSpec(max_tokens=int(teacher.spec.max_tokens))  # type: ignore[attr-defined]
+    spec = TextSideSpec(max_tokens=int(teacher.spec.max_tokens))
     cosine = text_side_agreement(module, teacher, out_dir, spec, sample_texts)
     if cosine < MIN_COSINE:
         raise ExportError(f"text encoder ONNX agrees with torch only to cosine {cosine:.4f} < {MIN_COSINE}")
@@ -109,19 +118,17 @@ def export_text_side(
 
 
 def text_side_agreement(
-    module: nn.Module, teacher: object, out_dir: Path, spec: TextSideSpec, texts: list[str]
+    module: _TextToJoint, teacher: Teacher, out_dir: Path, spec: TextSideSpec, texts: list[str]
 ) -> float:
     """Lowest cosine similarity between torch and the service's own text path (tokenizers + onnxruntime)."""
     from acula.service.bundle import TensorSpec
     from acula.service.text import TextEncoder
 
-    joint_dim = int(module.text_head.linear.out_features)  # type: ignore[union-attr]
+    joint_dim = module.text_head.linear.out_features
     encoder = TextEncoder(out_dir, spec, TensorSpec(name="joint", shape=["batch", joint_dim]))
     worst = 1.0
     for text in texts:
-        batch = teacher.tokenizer(  # type: ignore[attr-defined]
-            [text], truncation=True, max_length=spec.max_tokens, return_tensors="pt"
-        )
+        batch = teacher.tokenizer([text], truncation=True, max_length=spec.max_tokens, return_tensors="pt")
         with torch.no_grad():
             want = module(batch["input_ids"], batch["attention_mask"])[0].numpy()
         got = encoder.embed(text)

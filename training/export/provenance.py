@@ -1,0 +1,65 @@
+"""Where a bundle came from: datasets and their licences, run configs, the project commit, the teacher.
+
+Recorded in the manifest so that a bundle found on a disk can be traced back to the code and data that made
+it; the teacher is the one named in the checkpoint's own run config, not whatever is installed now.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from acula.service.bundle import DatasetProvenance, Provenance
+from acula.training.data.records import Recording
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The project's commit, or 'unknown' outside a git checkout (a dirty tree is marked '+dirty')."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "") if head else "unknown"
+
+
+def teacher_spec(payload: dict[str, Any]) -> Any:
+    """The teacher the checkpoint was aligned with (its run config), else the packaged default."""
+    from acula.training.teacher import TeacherSpec
+
+    run_config = payload.get("run_config") or {}
+    return TeacherSpec.model_validate(run_config.get("teacher") or {})
+
+
+def provenance(
+    records: Sequence[Recording], licences: dict[str, str], configs: dict[str, Any], teacher: str | None
+) -> Provenance:
+    """Training-side recordings per dataset with their licences, the run configs (as JSON), the commit."""
+    counts: dict[str, int] = {}
+    for record in records:
+        if record.is_training_side:
+            counts[record.dataset] = counts.get(record.dataset, 0) + 1
+    return Provenance(
+        datasets=[
+            DatasetProvenance(
+                name=name, licence=licences.get(name, "see the dataset's release"), recordings=n
+            )
+            for name, n in sorted(counts.items())
+        ],
+        training_config=json.loads(json.dumps(configs, default=str)),
+        project_commit=git_commit(),
+        teacher=teacher,
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    )
