@@ -62,14 +62,17 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = runtime
-    for module in (predict, reports, embed, model, health):
-        app.include_router(module.router)
+    routers = [module.router for module in (predict, reports, embed, model, health)]
+    for router in routers:
+        app.include_router(router)
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     # Added last = outermost. The request context wraps everything, so every refusal carries the request id
     # and is logged and counted; then authentication, admission and the body limit, each before the body.
     app.add_middleware(BodyLimitMiddleware, runtime=runtime)
     app.add_middleware(AdmissionMiddleware, runtime=runtime)
     app.add_middleware(AuthMiddleware, runtime=runtime)
-    routes = frozenset(path for route in app.routes if isinstance(path := getattr(route, "path", None), str))
+    # Every path the app serves (its own, the docs', the routers'), to label requests no route handled.
+    every_route = [*app.routes, *(route for router in routers for route in router.routes)]
+    routes = frozenset(path for route in every_route if isinstance(path := getattr(route, "path", None), str))
     app.add_middleware(RequestContextMiddleware, runtime=runtime, routes=routes)
     return app

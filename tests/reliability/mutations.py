@@ -136,9 +136,18 @@ def silence_flac(seconds: float, rate: int = 8000, total: int | None = None) -> 
     decompression bomb). Written in blocks so the generator itself stays small; ``total`` rewrites the
     declared length (0 = unknown, which forces decoding to find the real length)."""
     buffer = io.BytesIO()
-    block = np.zeros(rate * 60, dtype=np.int16)
+    block = np.zeros(rate * 10, dtype=np.int16)
     with sf.SoundFile(buffer, "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16") as out:
-        for _ in range(int(seconds // 60)):
+        for _ in range(int(seconds // 10)):
             out.write(block)
     data = buffer.getvalue()
     return flac_streaminfo(data, total=total) if total is not None else data
+
+
+def rate_bomb(declared: bool) -> bytes:
+    """The sample-rate bomb of issue 20: a FLAC at 384 kHz. ``declared``: 10 s of audio whose header claims
+    599 s (230 M samples), refused from the header; otherwise 180 s with the length unset, so only the
+    decode itself can find out how many samples it holds (69 M, past the 57.6 M budget)."""
+    if declared:
+        return flac_streaminfo(silence_flac(10, rate=384000), total=599 * 384000)
+    return silence_flac(180, rate=384000, total=0)

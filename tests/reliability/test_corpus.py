@@ -16,6 +16,7 @@ import pytest
 from acula.service.api.errors import ERROR_MAP
 from acula.service.audio import AudioError, AudioLimits, decode_audio
 from tests.reliability import mutations
+from tests.support import audio_cases
 from tests.support.server import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -29,6 +30,18 @@ def build(case: dict, seeds: dict[str, bytes]) -> bytes:
         return mutations.silence_flac(case["seconds"], total=case.get("total"))
     if case.get("make") == "nan_wav":
         return mutations.nan_wav()
+    if case.get("make") == "scaled_float":
+        return audio_cases.scaled_float(case["container"], case["peak"])
+    if case.get("make") == "rate_bomb":
+        return mutations.rate_bomb(case["declared"])
+    if case.get("make") == "referencing":
+        return (
+            audio_cases.REFERENCING_FILES[case["kind"]]
+            .format(name="models/acula-default/reports.jsonl")
+            .encode()
+        )
+    if case.get("make") == "mp3_joined":
+        return audio_cases.mp3_joined(*(tuple(part) for part in case["parts"]))
     data = seeds[case["seed"]]
     if "wav_field" in case:
         data = mutations.wav_field(data, *case["wav_field"])

@@ -4,7 +4,7 @@ Bad bundles (missing, truncated, tampered): the process never becomes ready and 
 vanish mid-upload or send their body too slowly: bounded by a timeout, and the service keeps serving others.
 SIGTERM under load: in-flight requests complete with 200, later connections are refused, exit status 0.
 The inference engine raising: 503 problem+json, the process stays up and recovers when the fault clears (the
-test-only hook ``ACULA_TEST_ENGINE_FAULT_FILE`` in ``service/backends/onnx.py``).
+real encoder wrapped in a test double, ``tests/support/doubles.py``; the production backend has no hook).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,8 @@ import httpx
 import pytest
 
 from tests.support.bundles import wav_bytes
+from tests.support.doubles import DOUBLES_ARGV
+from tests.support.rawhttp import connect, in_flight, multipart_body, upload_head
 from tests.support.server import REPO, LiveServer, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -115,25 +116,6 @@ def fast_timeouts(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -
         yield server
 
 
-def _address(server: LiveServer) -> tuple[str, int]:
-    host, port = server.url.removeprefix("http://").split(":")
-    return host, int(port)
-
-
-def _upload_head(length: int, boundary: str = "b0undary") -> bytes:
-    return (
-        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n--{boundary}\r\n"
-        'Content-Disposition: form-data; name="file"; filename="x"\r\nContent-Type: audio/wav\r\n\r\n'
-    ).encode()
-
-
-def _in_flight(server: LiveServer) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=5).text
-    line = next(line for line in text.splitlines() if line.startswith("acula_requests_in_flight"))
-    return float(line.split()[-1]) - 1  # minus this scrape itself
-
-
 def _served(server: LiveServer) -> int:
     return httpx.post(
         f"{server.url}/predict", files={"file": ("x", RECORDING, "audio/wav")}, timeout=30
@@ -142,24 +124,24 @@ def _served(server: LiveServer) -> int:
 
 def test_clients_vanishing_mid_upload_leave_no_stuck_request(fast_timeouts: LiveServer) -> None:
     for _ in range(20):
-        with socket.create_connection(_address(fast_timeouts), timeout=5) as sock:
-            sock.sendall(_upload_head(len(RECORDING) + 200) + RECORDING[:5000])
+        with connect(fast_timeouts, timeout=5) as sock:
+            sock.sendall(upload_head(len(RECORDING) + 200) + RECORDING[:5000])
     # Every abandoned request ends (disconnect seen at the next receive) and others are served throughout.
     assert _served(fast_timeouts) == 200
     deadline = time.monotonic() + 30
-    while _in_flight(fast_timeouts) > 0 and time.monotonic() < deadline:
+    while in_flight(fast_timeouts) > 0 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _in_flight(fast_timeouts) == 0
+    assert in_flight(fast_timeouts) == 0
     assert _served(fast_timeouts) == 200
 
 
 def test_a_slow_body_gets_408_and_the_connection_is_closed(fast_timeouts: LiveServer) -> None:
     """Slowloris on the body: headers and a few bytes, then nothing. ``ACULA_BODY_TIMEOUT_S`` (2 s here)
     ends it with 408 problem+json; meanwhile other clients are served."""
-    sockets = [socket.create_connection(_address(fast_timeouts), timeout=20) for _ in range(8)]
+    sockets = [connect(fast_timeouts, timeout=20) for _ in range(8)]
     try:
         for sock in sockets:
-            sock.sendall(_upload_head(len(RECORDING) + 200) + RECORDING[:100])
+            sock.sendall(upload_head(len(RECORDING) + 200) + RECORDING[:100])
         assert _served(fast_timeouts) == 200
         for sock in sockets:
             reply = b""
@@ -176,7 +158,7 @@ def test_a_slow_body_gets_408_and_the_connection_is_closed(fast_timeouts: LiveSe
 def test_slow_headers_do_not_starve_other_clients(fast_timeouts: LiveServer) -> None:
     """Slowloris on the headers: uvicorn has no header timeout (the gateway's ``client_header_timeout``
     bounds these in a deployment, see docs/RELIABILITY.md); what the service must do is keep serving."""
-    sockets = [socket.create_connection(_address(fast_timeouts), timeout=5) for _ in range(64)]
+    sockets = [connect(fast_timeouts, timeout=5) for _ in range(64)]
     try:
         for sock in sockets:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -191,7 +173,7 @@ def test_slow_headers_do_not_starve_other_clients(fast_timeouts: LiveServer) -> 
 def _slow_upload(url: str, results: list[int | str]) -> None:
     """An upload sent in 8 parts over ~1.6 s, so it is certainly in flight when SIGTERM arrives."""
     boundary = "sl0w"
-    body = _upload_head(0, boundary).split(b"\r\n\r\n", 1)[1] + RECORDING + f"\r\n--{boundary}--\r\n".encode()
+    body = multipart_body(RECORDING, boundary)
 
     def parts() -> Iterator[bytes]:
         step = len(body) // 8 + 1
@@ -215,9 +197,9 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 20
-        while _in_flight(server) < 6 and time.monotonic() < deadline:
+        while in_flight(server) < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _in_flight(server) == 6
+        assert in_flight(server) == 6
         server.process.send_signal(signal.SIGTERM)
 
         refused = None
@@ -241,7 +223,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(
 # --- the engine failing -------------------------------------------------------------------------------------
 def test_an_engine_fault_gives_503_keeps_the_process_up_and_clears(tiny_bundle: Path, tmp_path: Path) -> None:
     fault = tmp_path / "engine-fault"
-    with serve(tiny_bundle, tmp_path, env={"ACULA_TEST_ENGINE_FAULT_FILE": str(fault)}) as server:
+    with serve(tiny_bundle, tmp_path, argv=(*DOUBLES_ARGV, "--fault-file", str(fault))) as server:
         assert _served(server) == 200
         fault.touch()
         response = httpx.post(

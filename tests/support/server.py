@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,9 @@ def _answers(url: str) -> bool:
         return False
 
 
+ACULA_SERVE = ("-m", "acula", "serve")
+
+
 @contextmanager
 def serve(
     bundle: Path,
@@ -97,13 +100,16 @@ def serve(
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
     log_level: str = "info",
+    argv: Sequence[str] = ACULA_SERVE,
+    cwd: Path = REPO,
 ) -> Iterator[LiveServer]:
-    """Run ``acula serve --bundle`` on a free loopback port; yield once ``/readyz`` is 200; stop it after."""
+    """Run ``acula serve --bundle`` (or ``python argv... --bundle``, e.g. the server with a test double of
+    :mod:`tests.support.doubles`) on a free loopback port; yield once ``/readyz`` is 200; stop it after."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     environment = {**os.environ, "ACULA_LOG_LEVEL": log_level, "ACULA_INTRA_OP_THREADS": "1", **(env or {})}
-    command = [sys.executable, "-m", "acula", "serve", "--bundle", str(bundle)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environment.get("PYTHONPATH")]))
+    command = [sys.executable, *argv, "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     prefix = environment.get("ACULA_ROOT_PATH", "")
     with running(
@@ -111,7 +117,7 @@ def serve(
         log_path,
         lambda: _answers(f"{url}{prefix}/readyz"),
         timeout=ready_timeout,
-        cwd=REPO,
+        cwd=cwd,
         env=environment,
         stop_timeout=30.0,
     ) as process:
