@@ -179,7 +179,9 @@ class AvReader:
         frame would cost more in per-block checks than in decoding)."""
         import av
 
-        resampler = av.AudioResampler(format="fltp")  # same layout and rate, planar float32
+        # Same layout and rate, packed float32: PyAV reads planar frames of 8 channels past their last plane
+        # (a segfault the fuzzer found), and packed frames are what the caller wants anyway.
+        resampler = av.AudioResampler(format="flt")
         pending: list[np.ndarray] = []
         count = decoded = 0
         rate, channels = self.info.native_rate, self.info.channels
@@ -193,12 +195,13 @@ class AvReader:
                     )
                 decoded += frame.samples
                 for converted in resampler.resample(frame):
-                    pending.append(converted.to_ndarray().T)
+                    pending.append(converted.to_ndarray().reshape(-1, channels))
                     count += pending[-1].shape[0]
                 if count >= BLOCK_FRAMES:
                     yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
                     pending, count = [], 0
-            pending.extend(converted.to_ndarray().T for converted in resampler.resample(None))
+            flushed = resampler.resample(None)
+            pending.extend(converted.to_ndarray().reshape(-1, channels) for converted in flushed)
         except (av.error.FFmpegError, ValueError, OSError, EOFError, IndexError) as exc:
             raise ReaderReadError(str(exc)) from exc
         if pending:

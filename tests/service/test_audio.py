@@ -464,3 +464,11 @@ def _refusal(data: bytes) -> str:
     except AudioError as exc:
         return exc.code
     return "decoded"
+
+
+def test_eight_channels_through_ffmpeg_do_not_crash() -> None:
+    """A FLAC of 8 channels with its length unset goes to PyAV, which read planar 8-channel frames past
+    their last plane: a segfault the decode fuzzer found (now converted to packed samples)."""
+    data = flac_claiming_frames(encode(sine(seconds=0.5, rate=8000, channels=8), 8000, "FLAC"), 0)
+    audio = decode_audio(data, 8000)
+    assert audio.channels == 8 and audio.duration_s == pytest.approx(0.5)
