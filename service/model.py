@@ -2,7 +2,9 @@
 
     import acula
     model = acula.load("models/acula-default")
-    model.predict("recording.wav").tasks          # what POST /predict returns
+    model.predict("recording.wav").tasks          # what POST /predict returns: the probes that apply
+    model.predict("recording.wav", sound_type="lung", age_group="paediatric")   # stated, not guessed
+    model.predict_fhir("recording.wav")           # the same answer as a FHIR R4B Bundle (JSON text)
     model.embed("recording.wav").embedding        # what POST /embed returns
     model.similar_reports("recording.wav", k=5)   # what POST /similar-reports returns
     model.similar_reports("expiratory wheeze", k=5)
@@ -25,7 +27,9 @@ from acula.service.api.schemas import (
     predict_response,
     similar_reports_response,
 )
+from acula.service.core.applicability import ClientContext
 from acula.service.core.pipeline import InferencePipeline
+from acula.service.fhir import fhir_bundle
 from acula.service.settings import Settings
 
 Source = bytes | str | Path
@@ -47,11 +51,32 @@ class AculaModel:
         return cls(InferencePipeline.from_settings(Settings(**settings)))
 
     def predict(
-        self, source: Source, tasks: list[str] | None = None, top_k: int = 0, per_window: bool = False
+        self,
+        source: Source,
+        tasks: list[str] | None = None,
+        top_k: int = 0,
+        per_window: bool = False,
+        sound_type: str | None = None,
+        age_group: str | None = None,
+        site: str | None = None,
     ) -> PredictResponse:
-        """Probe outputs for one recording (a path or the file's bytes)."""
-        prediction = self.pipeline.predict(source, tasks=tasks, top_k=top_k, per_window=per_window)
+        """The probes that apply to one recording (a path or the file's bytes), as ``POST /predict``.
+
+        ``sound_type`` (heart, lung, cough, breathing), ``age_group`` (paediatric, adult) and ``site`` are
+        what you know about the recording; without ``sound_type`` the model's own is used. Raises
+        :class:`~acula.service.core.errors.NotAuscultation` for an upload the model is confident is not an
+        auscultation sound, like the service's 422.
+        """
+        context = ClientContext.parse(sound_type, age_group, site)
+        prediction = self.pipeline.predict(
+            source, tasks=tasks, top_k=top_k, per_window=per_window, context=context
+        )
         return predict_response(self.manifest, prediction)
+
+    def predict_fhir(self, source: Source, **options: Any) -> str:
+        """:meth:`predict` as a FHIR R4B Bundle (JSON text), as ``/predict`` with
+        ``Accept: application/fhir+json``; ``options`` are :meth:`predict`'s."""
+        return fhir_bundle(self.predict(source, **options))
 
     def embed(self, source: Source) -> EmbedResponse:
         """The pooled embedding (probe input) and the L2-normalised joint embedding of one recording."""
@@ -65,7 +90,7 @@ class AculaModel:
         if isinstance(query, str) and not Path(query).is_file():
             hits = self.pipeline.search_text(query, k)
             return similar_reports_response(self.manifest, "text", hits, {})
-        prediction = self.pipeline.predict(query, tasks=[], top_k=k)
+        prediction = self.pipeline.run(query, None, top_k=k)  # no probe: any recording may be searched with
         return similar_reports_response(
             self.manifest, "audio", prediction.reports or [], prediction.timings_ms
         )

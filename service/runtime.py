@@ -24,6 +24,7 @@ from typing import TypeVar
 import numpy as np
 
 from acula.service.core.admission import Admission
+from acula.service.core.applicability import ClientContext, ProbeRequest
 from acula.service.core.batcher import Batcher, BatchStats
 from acula.service.core.errors import InvalidQuery, NotReady
 from acula.service.core.pipeline import InferencePipeline, Prediction
@@ -144,19 +145,30 @@ class Runtime:
         return embeddings, joints, {"queue": queued * 1000.0, "inference": (total - queued) * 1000.0}
 
     async def run(
-        self, data: bytes, tasks: list[str] | None, top_k: int = 0, per_window: bool = False
+        self,
+        data: bytes,
+        tasks: list[str] | None,
+        top_k: int = 0,
+        per_window: bool = False,
+        context: ClientContext | None = None,
     ) -> Prediction:
         """The whole pipeline for one upload, as :meth:`InferencePipeline.predict` runs it for the CLI.
 
-        ``tasks=None`` skips the probes (``/embed``); an empty list runs every task of the bundle. The request
-        was admitted before its body was read (``AdmissionMiddleware``); options are checked before decoding.
+        ``tasks=None`` skips the probes (``/embed``); an empty list runs every probe that applies to the
+        upload (``context``: what the client states about it, e.g. its sound type). The request was
+        admitted before its body was read (``AdmissionMiddleware``); options are checked before decoding.
         """
         pipeline = self.pipeline
-        selected = pipeline.check_request(tasks, top_k) if tasks is not None else []
+        selected = pipeline.check_request(tasks, top_k, context) if tasks is not None else None
         return await self._run(pipeline, data, selected, top_k, per_window)
 
     async def _run(
-        self, pipeline: InferencePipeline, data: bytes, selected: list[str], top_k: int, per_window: bool
+        self,
+        pipeline: InferencePipeline,
+        data: bytes,
+        selected: ProbeRequest | None,
+        top_k: int,
+        per_window: bool,
     ) -> Prediction:
         started = time.perf_counter()
         (audio, windows), decode_ms = await self._in_pool("decode", pipeline.decode_and_cut, data)

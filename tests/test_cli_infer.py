@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from acula.service.cli import full_app
-from tests.support.bundles import write_wav
+from tests.support.bundles import TinyBundleOptions, build_tiny_bundle, family_wav, write_wav
 from tests.support.predict_checks import real_recordings, runner, same_prediction
 from tests.support.server import REPO, LiveServer, serve
 
@@ -43,6 +43,94 @@ def test_predict_on_real_recordings_of_every_dataset(
     paths = real_recordings(shared_data)
     assert len(paths) >= 5
     same_prediction(server, tiny_bundle, paths)
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("gated") / "bundle"
+    build_tiny_bundle(path, TinyBundleOptions(gated=True))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gated_server(gated: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with serve(gated, tmp_path_factory.mktemp("cli-gated")) as live:
+        yield live
+
+
+def _family_files(tmp_path: Path) -> dict[str, Path]:
+    files = {}
+    for label in ("heart", "lung", "cough", "breathing", "not_auscultation"):
+        files[label] = tmp_path / f"{label}.wav"
+        files[label].write_bytes(family_wav(label))
+    return files
+
+
+def test_gated_answers_are_identical_to_http(gated_server: LiveServer, gated: Path, tmp_path: Path) -> None:
+    """Sound type, skipped probes, warnings and the not_auscultation refusal: the CLI says what HTTP says."""
+    files = _family_files(tmp_path)
+    answers = same_prediction(gated_server, gated, list(files.values()))
+    assert [a.get("sound_type", {}).get("value") for a in answers] == [
+        "heart",
+        "lung",
+        "cough",
+        "breathing",
+        None,
+    ]
+    assert answers[-1]["code"] == "not_auscultation"
+    stated = {"sound_type": "lung", "age_group": "adult", "site": "anterior"}
+    for answer in same_prediction(gated_server, gated, [files["heart"], files["lung"]], stated):
+        assert answer["sound_type"]["source"] == "client" and answer["tasks"] == {}
+        assert {s["reason"] for s in answer["skipped"]} >= {"population_mismatch"}
+
+
+def test_predict_fhir_is_the_services_fhir_bundle(
+    gated_server: LiveServer, gated: Path, tmp_path: Path
+) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    path = _family_files(tmp_path)["heart"]
+    result = runner.invoke(app, ["predict", "--bundle", str(gated), str(path), "--fhir"])
+    assert result.exit_code == 0, result.output
+    cli = Bundle.model_validate_json(result.output)
+    http = Bundle.model_validate_json(
+        httpx.post(
+            f"{gated_server.url}/predict",
+            files={"file": (path.name, path.read_bytes())},
+            headers={"Accept": "application/fhir+json"},
+            timeout=30.0,
+        ).text
+    )
+
+    def content(bundle: Bundle) -> list[dict]:  # ids of observations and timestamps differ by design
+        resources = [entry.resource.model_dump(mode="json") for entry in bundle.entry]
+        for resource in resources:
+            resource.pop("issued", None)
+        return resources
+
+    assert content(cli) == content(http)
+    assert cli.entry[0].fullUrl == http.entry[0].fullUrl  # the Device: one id per model digest
+
+
+def test_predict_human_output_says_what_was_chosen_and_why(gated: Path, tmp_path: Path) -> None:
+    files = _family_files(tmp_path)
+    result = runner.invoke(app, ["predict", "--bundle", str(gated), str(files["heart"])])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "sound type: heart (model, probability" in out and "sha256:" in out
+    assert "murmur: " in out and "valve: " in out and "uncalibrated" in out
+    assert "skipped sound [sound_type_mismatch]" in out and "skipped age [demographic_not_requested]" in out
+    assert "warning [poor_quality]" in out
+    stated = runner.invoke(
+        app, ["predict", "--bundle", str(gated), str(files["lung"]), "--sound-type", "heart"]
+    )
+    assert "sound type: heart (client" in stated.output and "the model hears lung" in stated.output
+    refused = runner.invoke(app, ["predict", "--bundle", str(gated), str(files["not_auscultation"])])
+    assert refused.exit_code == 1 and "[not_auscultation]" in refused.output
+    invalid = runner.invoke(
+        app, ["predict", "--bundle", str(gated), str(files["lung"]), "--age-group", "old"]
+    )
+    assert invalid.exit_code == 1 and "[invalid_query]" in invalid.output
 
 
 def test_embed_npy_is_identical_to_http(server: LiveServer, tiny_bundle: Path, tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "no_report_index": (422, "Bundle has no report index"),
     "no_text_side": (422, "Bundle has no text encoder"),
     "invalid_query": (422, "Invalid query"),
+    # what the upload is
+    "not_auscultation": (422, "Not an auscultation recording"),
     # capacity
     "overloaded": (503, "Overloaded, retry later"),
     "not_ready": (503, "Not ready"),
@@ -119,7 +121,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         _record(request, code)
         retry = code in ("overloaded", "not_ready", "engine_error")
         headers = {"Retry-After": str(retry_after_s)} if retry else None
-        return problem(code, str(exc), headers=headers)
+        extensions = exc.extensions if isinstance(exc, ServiceError) else {}
+        return problem(code, str(exc), headers=headers, **extensions)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -113,33 +113,80 @@ def predict(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A recording.")],
     bundle: Bundle = DEFAULT_BUNDLE,
     tasks: Annotated[
-        list[str] | None, typer.Option("--task", "-t", help="Task (repeat); all if absent.")
+        list[str] | None,
+        typer.Option("--task", "-t", help="Task (repeat); every applicable one if absent."),
     ] = None,
+    sound_type: Annotated[
+        str | None,
+        typer.Option(
+            help="heart | lung | cough | breathing: what the recording is (else the model decides)."
+        ),
+    ] = None,
+    age_group: Annotated[str | None, typer.Option(help="paediatric | adult: whose recording.")] = None,
+    site: Annotated[str | None, typer.Option(help="Auscultation site, e.g. 'posterior left'.")] = None,
     top_k: Annotated[int, typer.Option(help="Also list the k most similar reports.")] = 0,
     per_window: Annotated[bool, typer.Option(help="Also give every window's outputs.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the service's PredictResponse JSON.")
     ] = False,
+    as_fhir: Annotated[
+        bool, typer.Option("--fhir", help="Print the FHIR R4B Bundle (as /predict with Accept: FHIR).")
+    ] = False,
     provider: Provider = "cpu",
     threads: Threads = 0,
 ) -> None:
-    """Predict the bundle's tasks for one recording, as POST /predict would."""
+    """Run the probes that apply to one recording, as POST /predict would.
+
+    The sound type (stated, or the model's) decides which probes answer; the others are listed as skipped,
+    with the reason. A recording the model is confident is no auscultation sound is refused
+    ([not_auscultation], exit 1), as the service refuses it with a 422.
+    """
     from acula.service.audio import AudioError
     from acula.service.core.errors import ServiceError
+    from acula.service.fhir import fhir_bundle
 
     model = _model(bundle, provider, threads)
     try:
-        response = model.predict(file, tasks=tasks or None, top_k=top_k, per_window=per_window)
+        response = model.predict(
+            file,
+            tasks=tasks or None,
+            top_k=top_k,
+            per_window=per_window,
+            sound_type=sound_type,
+            age_group=age_group,
+            site=site,
+        )
     except (AudioError, ServiceError) as exc:
         _fail(file, exc)
         raise typer.Exit(1) from exc
+    if as_fhir:
+        typer.echo(json.dumps(json.loads(fhir_bundle(response)), indent=2))
+        return
     if as_json:
         typer.echo(json.dumps(response.model_dump(mode="json", exclude_none=True), indent=2))
         return
+    _print_answer(response)
+
+
+def _print_answer(response: Any) -> None:
+    """The human-readable form of a PredictResponse."""
     typer.echo(
-        f"{response.model.name} {response.model.version}: {response.input.duration_s:.2f} s at "
-        f"{response.input.native_rate} Hz, {response.windows.count} window(s)"
+        f"{response.model.name} {response.model.version} ({response.model.digest}): "
+        f"{response.input.duration_s:.2f} s at {response.input.native_rate} Hz, "
+        f"{response.windows.count} window(s)"
     )
+    sound, heard = response.sound_type, response.sound_type.model
+    if sound.value is not None:
+        chosen = f"sound type: {sound.value} ({sound.source}"
+        chosen += f", probability {sound.probability:.2f})" if sound.probability is not None else ")"
+    else:
+        chosen = "sound type: none could be used"
+    if heard is not None and (sound.source != "model" or sound.value is None):
+        chosen += f"; the model hears {heard.label} ({heard.probability:.2f})"
+    typer.echo(f"  {chosen}")
+    ood = response.out_of_distribution
+    if ood is not None:
+        typer.echo(f"  out of distribution: {'yes' if ood.flagged else 'no'} (score {ood.score:.3f})")
     for name, result in response.tasks.items():
         if result.kind == "regression":
             typer.echo(f"  {name}: {result.value:.3g} {result.unit or ''}".rstrip())
@@ -147,7 +194,12 @@ def predict(
             top = sorted(result.probabilities.items(), key=lambda item: -item[1])
             shown = ", ".join(f"{label} {p:.2f}" for label, p in top[:5])
             head = result.label if result.kind == "classification" else ("; ".join(result.labels) or "none")
-            typer.echo(f"  {name}: {head}  ({shown})")
+            calibrated = "" if result.calibrated else ", uncalibrated"
+            typer.echo(f"  {name}: {head}  ({shown}{calibrated})")
+    for skip in response.skipped:
+        typer.echo(f"  skipped {skip.task} [{skip.reason}]: {skip.message}")
+    for warning in response.warnings:
+        typer.echo(f"  warning [{warning.code}] {warning.message}")
     for hit in response.reports or []:
         typer.echo(
             f"  report {hit.id} ({hit.score:.3f}): {hit.text or '[text withheld: corpus not de-identified]'}"

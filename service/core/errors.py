@@ -15,6 +15,11 @@ class ServiceError(Exception):
 
     code = "service_error"
 
+    @property
+    def extensions(self) -> dict[str, object]:
+        """Extra members of the problem+json body (RFC 9457 extension members); none by default."""
+        return {}
+
 
 class UnknownTask(ServiceError):
     code = "unknown_task"
@@ -30,6 +35,27 @@ class NoTextSide(ServiceError):
 
 class InvalidQuery(ServiceError):
     code = "invalid_query"
+
+
+class NotAuscultation(ServiceError):
+    """The sound-type classifier is confident the upload is no heart, lung, cough or breathing sound
+    (speech, music, noise...): a 422 rather than a list of confident but meaningless findings. The problem
+    carries the classifier's probabilities and the model that decided, so the client can tell a refusal
+    from a defect, and state ``sound_type`` if the model is wrong."""
+
+    code = "not_auscultation"
+
+    def __init__(
+        self, message: str, probability: float, probabilities: dict[str, float], model: dict
+    ) -> None:
+        super().__init__(message)
+        self.probability = probability
+        self.probabilities = probabilities
+        self.model = model
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        return {"probability": self.probability, "probabilities": self.probabilities, "model": self.model}
 
 
 class Overloaded(ServiceError):

@@ -1,10 +1,16 @@
-"""The inference pipeline: decode -> windows -> encoder -> pool -> probes -> report search.
+"""The inference pipeline: decode -> windows -> encoder -> pool -> sound type -> probes -> report search.
 
 One object, built from a verified bundle, used by the HTTP service and by ``acula embed`` / ``acula predict``.
 Its stages are plain synchronous functions so that both callers run exactly the same code: the CLI calls
 :meth:`InferencePipeline.predict` (which encodes windows in chunks of ``max_batch_size``), the service calls
 :meth:`decode` in a worker thread, sends the windows through the batcher (which calls the same
 ``backend.run``), then :meth:`summarise`. A test holds CLI and HTTP outputs identical for the same file.
+
+:meth:`summarise` is also where the answer is made trustworthy: the sound type is decided (the client's, or
+the bundle's sound-type classifier's), only the probes whose domain covers it run
+(:mod:`~acula.service.core.applicability`), the out-of-distribution score is computed
+(:mod:`~acula.service.core.ood`), and a confident ``not_auscultation`` is refused with
+:class:`~acula.service.core.errors.NotAuscultation`, so the CLI and the service refuse the same uploads.
 """
 
 from __future__ import annotations
@@ -17,8 +23,26 @@ import numpy as np
 
 from acula.service.audio import AudioLimits, DecodedAudio, decode_audio
 from acula.service.backends.onnx import EncoderBackend, OnnxEncoder, ProviderChoice
-from acula.service.bundle import BundleError, Manifest, load_manifest
-from acula.service.core.errors import InvalidModelOutput, NoReportIndex, NoTextSide, UnknownTask
+from acula.service.bundle import NOT_AUSCULTATION, SOUND_TYPES, BundleError, Manifest, load_manifest
+from acula.service.core.applicability import (
+    ClientContext,
+    Notice,
+    ProbeRequest,
+    Skip,
+    SoundTypeDecision,
+    decide_sound_type,
+    out_of_distribution_notice,
+    quality_notices,
+    select_probes,
+)
+from acula.service.core.errors import (
+    InvalidModelOutput,
+    NoReportIndex,
+    NotAuscultation,
+    NoTextSide,
+    UnknownTask,
+)
+from acula.service.core.ood import OodResult, OodScorer
 from acula.service.core.probes import LinearProbe, TaskOutput, load_probes
 from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows, window_starts
 from acula.service.index import ReportHit, ReportIndex
@@ -38,7 +62,11 @@ class WindowScores:
 
 @dataclass
 class Prediction:
-    """Everything ``/predict`` and ``acula predict`` return for one recording."""
+    """Everything ``/predict`` and ``acula predict`` return for one recording.
+
+    ``sound_type`` is None when no probe was asked for (``/embed``, report search); then ``tasks``,
+    ``skipped`` and ``notices`` are empty too.
+    """
 
     audio: DecodedAudio
     window_count: int
@@ -48,6 +76,10 @@ class Prediction:
     reports: list[ReportHit] | None = None
     windows: list[WindowScores] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    sound_type: SoundTypeDecision | None = None
+    out_of_distribution: OodResult | None = None
+    skipped: list[Skip] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
 
 
 # Batch sizes when none is configured. On CPU the encoder costs no less per window in big batches (the
@@ -60,6 +92,18 @@ CUDA_BATCH_SIZE = 32
 def default_batch_size(providers: list[str]) -> int:
     """The batch size for the execution provider really in use."""
     return CUDA_BATCH_SIZE if providers and providers[0] == "CUDAExecutionProvider" else CPU_BATCH_SIZE
+
+
+def model_identity(manifest: Manifest) -> dict[str, str | None]:
+    """Name, version and digest (``sha256:`` + the manifest's own SHA-256, which covers every file's):
+    what a client stores beside a prediction or an embedding to know which model made it. The digest is
+    None only for a manifest never written (a test double)."""
+    digest = manifest.manifest_sha256
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "digest": f"sha256:{digest}" if digest else None,
+    }
 
 
 def _ms(since: float) -> float:
@@ -93,8 +137,13 @@ class InferencePipeline:
         self.contract = manifest.audio
         self.backend = backend
         self.max_batch_size = max_batch_size or default_batch_size(backend.providers)
-        self.probes: dict[str, LinearProbe] = load_probes(
-            bundle_dir, manifest.probes, _embedding_dim(manifest)
+        dim = _embedding_dim(manifest)
+        self.probes: dict[str, LinearProbe] = load_probes(bundle_dir, manifest.probes, dim)
+        self.sound_type_probe = _sound_type_probe(bundle_dir, manifest, dim)
+        self.ood = (
+            OodScorer(bundle_dir, manifest.out_of_distribution, dim)
+            if manifest.out_of_distribution is not None
+            else None
         )
         self.index = (
             ReportIndex(bundle_dir, manifest.report_index, threads=faiss_threads)
@@ -181,10 +230,16 @@ class InferencePipeline:
             joints.append(joint)
         return np.concatenate(embeddings), np.concatenate(joints)
 
-    def check_request(self, tasks: list[str] | None, top_k: int) -> list[str]:
-        """Validate options before any work is done; returns the task names to run (all by default)."""
-        if not tasks:
-            return list(self.probes)
+    @property
+    def model_identity(self) -> dict[str, str | None]:
+        return model_identity(self.manifest)
+
+    def check_request(
+        self, tasks: list[str] | None, top_k: int, context: ClientContext | None = None
+    ) -> ProbeRequest:
+        """Validate options before any work is done: the tasks named (none: every applicable probe, chosen
+        once the sound type is known) and what the client states about the recording."""
+        tasks = tasks or []
         unknown = [task for task in tasks if task not in self.probes]
         if unknown:
             unknown = list(dict.fromkeys(unknown))  # the client's input: named once each, and only a few
@@ -193,7 +248,7 @@ class InferencePipeline:
             raise UnknownTask(f"unknown task(s) {named}{more}; this bundle has {list(self.probes)}")
         if top_k > 0 and self.index is None:
             raise NoReportIndex("this bundle has no report index")
-        return list(dict.fromkeys(tasks))
+        return ProbeRequest(tuple(dict.fromkeys(tasks)), context or ClientContext())
 
     def pool(self, embeddings: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Window outputs -> one embedding and one L2-normalised joint embedding per recording."""
@@ -210,19 +265,43 @@ class InferencePipeline:
             raise NoTextSide("this bundle has no text encoder: search with a recording instead")
         return self.search(self.text_encoder.embed(query), k)
 
+    def decide_sound_type(self, embedding: np.ndarray, stated: ClientContext) -> SoundTypeDecision:
+        """The client's sound type or the classifier's, with the classifier's own answer beside it."""
+        probe, spec = self.sound_type_probe, self.manifest.sound_type
+        model = probe.describe(probe.scores(embedding[None, :])[0]) if probe is not None else None
+        decision = decide_sound_type(stated.sound_type, model, spec.min_probability if spec else 0.5)
+        if decision.reason == NOT_AUSCULTATION and model is not None:
+            probability = model.probabilities[NOT_AUSCULTATION]
+            raise NotAuscultation(
+                f"the model hears no heart, lung, cough or breathing sound in this upload (not_auscultation, "
+                f"probability {probability:.2f}); if it is one, state sound_type",
+                probability=probability,
+                probabilities=model.probabilities,
+                model=self.model_identity,
+            )
+        return decision
+
     def summarise(
         self,
         audio: DecodedAudio,
         embeddings: np.ndarray,
         joints: np.ndarray,
-        tasks: list[str],
+        request: ProbeRequest | None,
         top_k: int = 0,
         per_window: bool = False,
     ) -> Prediction:
-        """Pool, apply the probes and optionally search the report index (timings for each stage)."""
+        """Pool, decide the sound type, apply the probes that apply and optionally search the report index
+        (timings for each stage). ``request`` None runs no probe and decides nothing (``/embed``, report
+        search): an embedding is wanted for any recording, auscultation or not."""
         started = time.perf_counter()
         InvalidModelOutput.check("encoder", embedding=embeddings, joint=joints)
         embedding, joint = self.pool(embeddings, joints)
+        decision, ood, skipped, notices, tasks = None, None, [], [], []
+        if request is not None:
+            decision = self.decide_sound_type(embedding, request.context)
+            selection = select_probes(self.manifest.probes, decision, request)
+            tasks, skipped, notices = selection.run, selection.skipped, selection.notices
+            ood = self.ood.score(embedding) if self.ood is not None else None
         outputs = {}
         window_rows: dict[str, np.ndarray] = {}
         for task in tasks:
@@ -230,7 +309,10 @@ class InferencePipeline:
             outputs[task] = probe.describe(probe.scores(embedding[None, :])[0])
             if per_window:
                 window_rows[task] = probe.scores(embeddings)
-        InvalidModelOutput.check("probes", outputs=outputs, windows=window_rows)
+        InvalidModelOutput.check("probes", outputs=outputs, windows=window_rows, sound_type=decision, ood=ood)
+        notices += quality_notices(outputs)
+        if ood is not None and ood.flagged:
+            notices.append(out_of_distribution_notice(ood.score, ood.threshold))
         timings = {"probes": _ms(started)}
         windows = None
         if per_window:
@@ -261,6 +343,10 @@ class InferencePipeline:
             reports=reports,
             windows=windows,
             timings_ms=timings,
+            sound_type=decision,
+            out_of_distribution=ood,
+            skipped=skipped,
+            notices=notices,
         )
 
     # --- whole recordings, synchronously (CLI) --------------------------------------------------------------
@@ -270,20 +356,44 @@ class InferencePipeline:
         tasks: list[str] | None = None,
         top_k: int = 0,
         per_window: bool = False,
+        context: ClientContext | None = None,
     ) -> Prediction:
-        selected = self.check_request(tasks, top_k)
+        """What ``/predict`` answers: the applicable probes (or the ``tasks`` named) for one recording."""
+        return self.run(source, self.check_request(tasks, top_k, context), top_k, per_window)
+
+    def run(
+        self,
+        source: bytes | str | Path,
+        request: ProbeRequest | None,
+        top_k: int = 0,
+        per_window: bool = False,
+    ) -> Prediction:
+        """The whole pipeline for one recording; ``request`` None runs no probe (embedding, report search)."""
         started = time.perf_counter()
         audio = self.decode(source)
         decode_ms = _ms(started)
         started = time.perf_counter()
         embeddings, joints = self.encode(self.cut(audio))
         inference_ms = _ms(started)
-        prediction = self.summarise(audio, embeddings, joints, selected, top_k, per_window)
+        prediction = self.summarise(audio, embeddings, joints, request, top_k, per_window)
         prediction.timings_ms = {"decode": decode_ms, "inference": inference_ms, **prediction.timings_ms}
         return prediction
 
     def embed(self, source: bytes | str | Path) -> Prediction:
         """Pooled and joint embeddings only (no probes): what ``acula embed`` and ``/embed`` return."""
-        audio, windows = self.decode_and_cut(source)
-        embeddings, joints = self.encode(windows)
-        return self.summarise(audio, embeddings, joints, tasks=[])
+        return self.run(source, None)
+
+
+def _sound_type_probe(bundle_dir: Path, manifest: Manifest, dim: int) -> LinearProbe | None:
+    """The bundle's sound-type classifier, its labels checked: the gate trusts them to be sound types."""
+    spec = manifest.sound_type
+    if spec is None:
+        return None
+    unknown = sorted(set(spec.labels) - {*SOUND_TYPES, NOT_AUSCULTATION})
+    if unknown or len(spec.labels) < 2:
+        raise BundleError(
+            f"{spec.file}: sound-type labels {spec.labels} must be two or more of "
+            f"{[*SOUND_TYPES, NOT_AUSCULTATION]} (unknown: {unknown})",
+            file=spec.file,
+        )
+    return LinearProbe(spec, Path(bundle_dir) / spec.file, dim)

@@ -52,7 +52,8 @@ def test_predict_returns_every_task_and_metadata(client: httpx.Client) -> None:
     response = client.post("/predict", files=_upload(wav_bytes(10.0, rate=4000)))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == {"name": "acula-tiny", "version": "0.0.1-test"}
+    assert (body["model"]["name"], body["model"]["version"]) == ("acula-tiny", "0.0.1-test")
+    assert body["model"]["digest"].startswith("sha256:") and len(body["model"]["digest"]) == 7 + 64
     assert body["input"]["native_rate"] == 4000 and body["input"]["sample_rate"] == 8000
     assert body["input"]["duration_s"] == pytest.approx(10.0)
     assert body["windows"]["count"] == 9

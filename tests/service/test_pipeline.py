@@ -76,7 +76,7 @@ def test_pipeline_reads_a_file_path_like_bytes(pipeline: InferencePipeline, tmp_
 def test_unknown_task_and_missing_text_side_are_refused(pipeline: InferencePipeline) -> None:
     with pytest.raises(UnknownTask):
         pipeline.check_request(["nope"], 0)
-    assert pipeline.check_request(["age", "age"], 0) == ["age"]
+    assert pipeline.check_request(["age", "age"], 0).tasks == ("age",)
     with pytest.raises(NoTextSide):
         pipeline.search_text("wheeze", 3)
 

@@ -6,10 +6,18 @@ then a projection and L2 normalisation for the joint space), linear probes as ``
 corpus and a FAISS flat index of the corpus's joint embeddings, all hashed into ``manifest.json`` by
 :func:`service.bundle.write_manifest`. Everything is deterministic for a given seed, so tests can compare
 numbers across processes (CLI against HTTP).
+
+``TinyBundleOptions(gated=True)`` adds what the sound-type gate needs: probes with domains and purposes (see
+:data:`GATED_PROBES`), a sound-type classifier built by hand so that a test knows what it will say (a
+nearest-centroid classifier over the encoder's own embeddings of one steady tone per class:
+:data:`SOUND_FAMILIES`, :func:`family_wav`), with a temperature, and an out-of-distribution reference of
+the auscultation families' embeddings. :func:`downgrade_to_v1` rewrites a bundle's manifest as schema
+version 1 (no domains), as older exports are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +26,16 @@ import numpy as np
 import pytest
 
 from acula.service.bundle import (
+    MANIFEST_NAME,
     AudioContract,
+    Calibration,
     EncoderSpec,
     Manifest,
+    OutOfDistributionSpec,
+    ProbeDomain,
     ProbeSpec,
     ReportIndexSpec,
+    SoundTypeSpec,
     TensorSpec,
     TextSideSpec,
     write_manifest,
@@ -53,6 +66,8 @@ class TinyBundleOptions:
     text_side: bool = False  # add a tokenizer and ONNX text encoder (free-text report search)
     channels: int = 16  # embedding dimension; raise it (and lower stride) to emulate a heavier encoder
     stride: int = 160
+    gated: bool = False  # probes with domains, a sound-type classifier and an out-of-distribution reference
+    min_probability: float = 0.5  # the sound-type classifier's; near 1 makes every upload's type uncertain
 
 
 def build_encoder(path: Path, seed: int = 0, channels: int = EMBEDDING_DIM, stride: int = STRIDE) -> None:
@@ -227,6 +242,21 @@ def build_tiny_bundle(out: Path, options: TinyBundleOptions | None = None) -> Ma
     )
     if options.text_side:
         build_text_side(out, seed=options.seed)
+    probes = [
+        ProbeSpec(
+            task="sound",
+            kind="classification",
+            file="probe_sound.npz",
+            labels=CLASS_LABELS,
+            metrics={"auroc": 0.5},
+            description="Lung sound class (synthetic).",
+        ),
+        ProbeSpec(task="disease", kind="multilabel", file="probe_disease.npz", labels=MULTI_LABELS),
+        ProbeSpec(task="age", kind="regression", file="probe_age.npz", unit="years"),
+    ]
+    sound_type, ood = None, None
+    if options.gated:
+        probes, sound_type, ood = _gated_parts(out, options, rng, stats)
     manifest = Manifest(
         name=options.name,
         version=options.version,
@@ -243,24 +273,249 @@ def build_tiny_bundle(out: Path, options: TinyBundleOptions | None = None) -> Ma
             embedding=TensorSpec(name="embedding", shape=["batch", options.channels]),
             joint=TensorSpec(name="joint", shape=["batch", JOINT_DIM]),
         ),
-        probes=[
-            ProbeSpec(
-                task="sound",
-                kind="classification",
-                file="probe_sound.npz",
-                labels=CLASS_LABELS,
-                metrics={"auroc": 0.5},
-                description="Lung sound class (synthetic).",
-            ),
-            ProbeSpec(task="disease", kind="multilabel", file="probe_disease.npz", labels=MULTI_LABELS),
-            ProbeSpec(task="age", kind="regression", file="probe_age.npz", unit="years"),
-        ],
+        probes=probes,
+        sound_type=sound_type,
+        out_of_distribution=ood,
         report_index=ReportIndexSpec(
             count=options.reports, dim=JOINT_DIM, deidentified=options.deidentified, text_source="template"
         ),
         text_side=TextSideSpec(max_tokens=32) if options.text_side else None,
     )
     return write_manifest(out, manifest)
+
+
+# --- the sound-type gate -------------------------------------------------------------------------------
+# One steady tone per sound-type class, at 0.3 amplitude with a little noise. The frequencies never fit a
+# whole number of periods into the encoder's stride (160 samples at 8 kHz), so the embedding does not
+# depend on the tone's phase, and the classes sit far apart (nearest-centroid margins of 5+ standard units).
+SOUND_FAMILIES: dict[str, float] = {
+    "heart": 61.3,
+    "lung": 337.7,
+    "cough": 1173.1,
+    "breathing": 713.9,
+    "not_auscultation": 2911.3,
+}
+AUSCULTATION = ("heart", "lung", "cough", "breathing")
+SOUND_TYPE_TEMPERATURE = 2.0
+MURMUR_TEMPERATURE = 1.5
+OOD_K = 3
+
+
+@dataclass(frozen=True)
+class GatedProbe:
+    """A probe of the gated bundle: task, kind, labels, purpose and domain (sound types, population)."""
+
+    task: str
+    kind: str
+    labels: tuple[str, ...]
+    sound_types: tuple[str, ...]
+    population: str
+    purpose: str = "diagnostic"
+    bias: float | None = None  # a fixed answer: zero weights, this bias (quality probes)
+    temperature: float | None = None
+
+
+GATED_PROBES = (
+    GatedProbe("murmur", "classification", ("normal", "abnormal"), ("heart",), "mixed", temperature=1.5),
+    GatedProbe("valve", "multilabel", tuple(MULTI_LABELS), ("heart",), "adult"),
+    GatedProbe("sound", "classification", tuple(CLASS_LABELS), ("lung",), "paediatric"),
+    GatedProbe("covid", "classification", ("negative", "positive"), ("cough", "breathing"), "adult"),
+    GatedProbe("age", "regression", (), ("lung",), "paediatric", purpose="demographic"),
+    GatedProbe("sex", "classification", ("male", "female"), ("cough", "breathing"), "adult", "demographic"),
+    # Quality probes with a fixed answer: every heart upload is "poor quality", every lung upload "usable".
+    GatedProbe(
+        "heart-quality", "classification", ("usable", "poor quality"), ("heart",), "mixed", "quality", 5.0
+    ),
+    GatedProbe(
+        "lung-quality", "classification", ("usable", "poor quality"), ("lung",), "paediatric", "quality", -5.0
+    ),
+)
+LUNG_SITES = ["posterior left", "posterior right"]
+
+
+def family_recording(label: str, seconds: float, rate: int = 8000, seed: int = 0) -> np.ndarray:
+    """The steady tone of one sound-type class (:data:`SOUND_FAMILIES`), random phase and noise by seed."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * SOUND_FAMILIES[label] * t + rng.uniform(0, 2 * np.pi))
+    return (tone + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def _wav(samples: np.ndarray, rate: int) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def family_wav(label: str, seconds: float = 3.0, rate: int = 8000, seed: int = 100) -> bytes:
+    """A WAV upload the gated bundle's classifier calls ``label`` with probability >= 0.8."""
+    return _wav(family_recording(label, seconds, rate, seed), rate)
+
+
+def noise_wav(seconds: float = 3.0, rate: int = 8000, seed: int = 0) -> bytes:
+    """White noise: out of distribution for the gated bundle (far from every tone)."""
+    samples = 0.3 * np.random.default_rng(seed).standard_normal(round(seconds * rate))
+    return _wav(samples.astype(np.float32), rate)
+
+
+def _family_embeddings(session: object, options: TinyBundleOptions, seeds: range) -> dict[str, np.ndarray]:
+    window = options.window_seconds
+    return {
+        label: session.run(  # type: ignore[attr-defined]
+            ["embedding"],
+            {"waveform": np.stack([family_recording(label, window, options.sample_rate, s) for s in seeds])},
+        )[0].astype(np.float64)
+        for label in SOUND_FAMILIES
+    }
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _gated_parts(
+    out: Path, options: TinyBundleOptions, rng: np.random.Generator, stats: tuple[np.ndarray, np.ndarray]
+) -> tuple[list[ProbeSpec], SoundTypeSpec, OutOfDistributionSpec]:
+    """The sound-type classifier, the out-of-distribution reference and the probes with domains.
+
+    Both the classifier and the reference are checked here on held-out tones (and noise), so a test that
+    relies on what they say fails at construction if the tiny encoder ever stops separating the tones.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    train = _family_embeddings(session, options, range(8))
+    held_out = _family_embeddings(session, options, range(100, 104))
+    everything = np.concatenate(list(train.values()))
+    mean, scale = everything.mean(axis=0), everything.std(axis=0) + 1e-6
+    labels = list(SOUND_FAMILIES)
+    centroids = np.stack([((train[label] - mean) / scale).mean(axis=0) for label in labels])
+    # Nearest centroid as a linear map: -alpha/2 |z - c|^2 = alpha (z.c - |c|^2/2) + (same for every class).
+    alpha = 0.35
+    weight, bias = alpha * centroids, -alpha * (centroids**2).sum(axis=1) / 2
+    for index, label in enumerate(labels):
+        p = _softmax(((held_out[label] - mean) / scale) @ weight.T + bias)
+        assert (
+            (p.argmax(axis=1) == index).all() and (p[:, index] >= 0.8).all() and (p[:, index] <= 0.9999).all()
+        ), (
+            label,
+            p[:, index],
+        )
+    temperature = SOUND_TYPE_TEMPERATURE  # stored logits are T times the designed ones; the service divides
+    np.savez(
+        out / "sound_type.npz",
+        weight=weight * temperature,
+        bias=bias * temperature,
+        mean=mean,
+        scale=scale,
+        temperature=np.array([temperature]),
+    )
+    sound_type = SoundTypeSpec(
+        labels=labels,
+        min_probability=options.min_probability,
+        metrics={"accuracy": 1.0},
+        confusion=[[4 if i == j else 0 for j in range(len(labels))] for i in range(len(labels))],
+        confusion_source="4 held-out tones per class",
+        calibration=Calibration(temperature=[temperature], fitted_on=40, ece_before=0.2, ece_after=0.05),
+    )
+
+    def normalise(rows: np.ndarray) -> np.ndarray:
+        z = (rows - mean) / scale
+        return z / np.linalg.norm(z, axis=-1, keepdims=True)
+
+    reference = normalise(np.concatenate([train[label] for label in AUSCULTATION]))
+
+    def scores(rows: np.ndarray) -> np.ndarray:
+        similarities = normalise(rows) @ reference.T
+        return 1.0 - np.sort(similarities, axis=1)[:, -OOD_K:].mean(axis=1)
+
+    inside = np.concatenate([scores(held_out[label]) for label in AUSCULTATION])
+    noise = np.stack(
+        [
+            np.random.default_rng(s).standard_normal(round(options.window_seconds * options.sample_rate))
+            for s in range(3)
+        ]
+    )
+    far = np.concatenate(
+        [
+            scores(session.run(["embedding"], {"waveform": (0.3 * noise).astype(np.float32)})[0]),
+            scores(held_out["not_auscultation"]),
+        ]
+    )
+    assert inside.max() < far.min(), (inside.max(), far.min())
+    np.savez(
+        out / "ood_reference.npz",
+        mean=mean.astype(np.float32),
+        projection=np.diag(1.0 / scale).astype(np.float32),
+        reference=reference.astype(np.float32),
+    )
+    ood = OutOfDistributionSpec(
+        k=OOD_K,
+        threshold=float((inside.max() + far.min()) / 2),
+        quantile=0.99,
+        reference_count=len(reference),
+        flag_rates={"held-out tones": 0.0, "white noise": 1.0},
+    )
+    probes = []
+    for probe in GATED_PROBES:
+        file = f"probe_{probe.task}.npz"
+        outputs = 1 if probe.kind == "regression" or len(probe.labels) == 2 else len(probe.labels)
+        extra: dict[str, np.ndarray] = {}
+        if probe.kind == "regression":
+            extra = {"target_mean": np.array([8.0]), "target_scale": np.array([3.0])}
+        if probe.temperature is not None:
+            extra["temperature"] = np.array([probe.temperature])
+        if probe.bias is not None:
+            np.savez(out / file, weight=np.zeros((1, len(mean))), bias=np.array([probe.bias]))
+        else:
+            _write_probe(out / file, rng, outputs, stats, **extra)
+        probes.append(
+            ProbeSpec(
+                task=probe.task,
+                kind=probe.kind,  # type: ignore[arg-type]
+                file=file,
+                labels=list(probe.labels),
+                unit="years" if probe.kind == "regression" else None,
+                purpose=probe.purpose,  # type: ignore[arg-type]
+                domain=ProbeDomain(
+                    sound_types=list(probe.sound_types),  # type: ignore[arg-type]
+                    population=probe.population,  # type: ignore[arg-type]
+                    dataset="synthetic",
+                    sites=LUNG_SITES if probe.task == "sound" else [],
+                ),
+                calibration=None
+                if probe.temperature is None
+                else Calibration(
+                    temperature=[probe.temperature], fitted_on=40, ece_before=0.1, ece_after=0.03
+                ),
+            )
+        )
+    return probes, sound_type, ood
+
+
+def downgrade_to_v1(bundle: Path) -> None:
+    """Rewrite ``manifest.json`` as an older export wrote it: schema version 1, no probe purpose, domain or
+    calibration, no sound-type classifier or out-of-distribution reference; the self-hash recomputed."""
+    path = Path(bundle) / MANIFEST_NAME
+    raw = json.loads(path.read_text())
+    raw["schema_version"] = 1
+    for key in ("sound_type", "out_of_distribution"):
+        spec = raw.pop(key, None)
+        if spec is not None:
+            raw["files"].pop(spec["file"], None)
+    for probe in raw["probes"]:
+        for key in ("purpose", "domain", "calibration"):
+            probe.pop(key, None)
+    placeholder = "0" * 64
+    raw["manifest_sha256"] = placeholder
+    text = json.dumps(raw, indent=2) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    path.write_text(text.replace(f'"manifest_sha256": "{placeholder}"', f'"manifest_sha256": "{digest}"'))
 
 
 def write_wav(path: Path, seconds: float, rate: int = 8000, seed: int = 1, channels: int = 1) -> Path:
