@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from acula.service.bundle import AudioContract
 from acula.training.nets.cnn import CNNConfig, CNNEncoder
 from acula.training.nets.efficientat import (
     MobileNetConfig,
@@ -61,6 +62,12 @@ class ModelConfig(BaseModel):
     )
     decoder_hidden: int = Field(128, ge=8, description="Width of the light SSL decoder.")
     projection_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the joint projections.")
+    audio: AudioContract = Field(
+        default_factory=AudioContract,
+        description="How a recording is cut into windows and pooled (window, hop, pooling, minimum length): "
+        "the one windowing contract. Training crops windows of this length, and export copies it into the "
+        "bundle's manifest, which the service and the CLI obey; its sample rate is the front-end's.",
+    )
 
     @model_validator(mode="after")
     def _mobilenet_contract(self) -> ModelConfig:
@@ -82,6 +89,21 @@ class ModelConfig(BaseModel):
                 f"embedding_dim={self.embedding_dim}, but the mobilenet embedding with pooling "
                 f"{self.mobilenet.pooling!r} is {width}-d (it is not projected); leave embedding_dim unset"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _complete_audio_contract(self) -> ModelConfig:
+        """The contract's rate is the front-end's and its hop, unless given, the window (no overlap)."""
+        given = self.audio.model_fields_set
+        if "sample_rate" in given and self.audio.sample_rate != self.frontend.sample_rate:
+            raise ValueError(
+                f"audio.sample_rate={self.audio.sample_rate} but the front-end runs at "
+                f"{self.frontend.sample_rate} Hz; leave audio.sample_rate unset"
+            )
+        update: dict[str, float | int] = {"sample_rate": self.frontend.sample_rate}
+        if "hop_seconds" not in given:
+            update["hop_seconds"] = self.audio.window_seconds
+        self.audio = AudioContract.model_validate(self.audio.model_dump() | update)
         return self
 
     @property
