@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages that tests/deploy runs for real: nginx (the gateway), prometheus (and its promtool),
 # docker-compose (v1.29 parses and validates the compose file; no Docker engine is needed) and openssl
-# (dev certificates). Idempotent: a fast no-op when every binary is already on PATH. Non-interactive.
+# (dev certificates); and espeak-ng, the speech of the generated non-auscultation clips that export trains
+# the sound-type classifier on (training/data/synthetic.py). Idempotent: a fast no-op when every binary is
+# already on PATH. Non-interactive.
 set -euo pipefail
 
 declare -A PACKAGE_OF=(
@@ -10,6 +12,7 @@ declare -A PACKAGE_OF=(
     [promtool]=prometheus
     [docker-compose]=docker-compose
     [openssl]=openssl
+    [espeak-ng]=espeak-ng
 )
 
 missing=()

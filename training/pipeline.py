@@ -42,6 +42,12 @@ class ExportStage(_Base):
     parity_tolerance: float = Field(
         1e-4, gt=0, description="Export fails when onnxruntime and torch differ by more than this."
     )
+    sound_type: bool = Field(
+        True, description="Fit the sound-type classifier (heart, lung, ... not auscultation)."
+    )
+    out_of_distribution: bool = Field(
+        True, description="Write the out-of-distribution reference and threshold."
+    )
 
 
 class BenchStage(_Base):
@@ -185,6 +191,8 @@ def _export(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], 
         min_seconds=config.export.min_seconds,
         text_side=config.export.text_side,
         parity_tolerance=config.export.parity_tolerance,
+        sound_type=config.export.sound_type,
+        out_of_distribution=config.export.out_of_distribution,
         cache_dir=config.cache_dir,
         configs=json.loads(config.model_dump_json()),
         extra_card={"differences_from_default": _differences(config)},

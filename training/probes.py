@@ -5,6 +5,11 @@ weights (one per label for multilabel tasks) or ridge regression on a standardis
 hyperparameter (C or alpha) is chosen on a subject-grouped validation split of the training side, then the
 probe is refitted on all of it. Deterministic: no seeds beyond the fixed split.
 
+Classifiers are then calibrated: a temperature (one per label for multilabel probes) fitted on out-of-fold
+logits of the training side, subject-grouped K-fold with the chosen hyperparameter
+(:mod:`training.calibration`); the probe shipped is the one fitted on all of the training side, with that
+temperature stored beside its weights.
+
 A fitted probe is kept as the arrays of its ``.npz`` (float32, exactly as a bundle stores them) and always
 scored through the service's own :class:`~acula.service.core.probes.LinearProbe`, so a benchmark number, a
 manifest metric and a served answer come from the same arithmetic on the same stored numbers.
@@ -25,6 +30,7 @@ import numpy as np
 from acula.service.bundle import ProbeSpec
 from acula.service.core.probes import LinearProbe
 from acula.training.bench.metrics import TaskKind, higher_is_better, score_task
+from acula.training.calibration import fit_temperature
 
 ManifestKind = Literal["classification", "multilabel", "regression"]
 LOGISTIC_C = (0.001, 0.01, 0.1, 1.0)
@@ -32,6 +38,7 @@ RIDGE_ALPHA = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 DEFAULT_C, DEFAULT_ALPHA = 0.1, 10.0  # moderate defaults when there are too few subjects to validate on
 MIN_SUBJECTS = 10  # fewer subjects than this: no grouped validation split, the defaults above are used
 MAX_ITER = 3000
+CALIBRATION_FOLDS = 5
 
 
 def manifest_kind(kind: TaskKind) -> ManifestKind:
@@ -45,6 +52,7 @@ class ProbeOutput:
 
     scores: np.ndarray
     info: dict[str, object] = field(default_factory=dict)
+    uncalibrated: np.ndarray | None = None  # the same probe's scores without its temperature, if it has one
 
 
 def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +175,16 @@ class LinearFit:
     kind: TaskKind
     arrays: dict[str, np.ndarray]
     choice: dict[str, object]
+    calibrated_on: int = 0  # training-side rows whose out-of-fold logits fitted the temperature
+
+    @property
+    def temperature(self) -> np.ndarray | None:
+        return self.arrays.get("temperature")
+
+    def uncalibrated(self) -> LinearFit:
+        """The same probe without its temperature (what the probabilities were before calibration)."""
+        arrays = {key: value for key, value in self.arrays.items() if key != "temperature"}
+        return LinearFit(self.kind, arrays, self.choice)  # calibrated on nothing
 
     def save(self, file: Path | IO[bytes]) -> None:
         arrays: dict[str, Any] = self.arrays  # numpy's stubs read ** as its keyword arguments
@@ -197,6 +215,29 @@ def _as_stored(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {key: np.asarray(value, dtype=np.float32) for key, value in arrays.items()}
 
 
+def _out_of_fold_logits(
+    z: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: TaskKind, value: float, outputs: int
+) -> np.ndarray | None:
+    """Logits of every training row from a probe fitted without that row's subject (grouped K-fold, the
+    chosen hyperparameter); None when some fold cannot be fitted (a class missing from its fitting part)."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    folds = min(CALIBRATION_FOLDS, len(np.unique(groups)))
+    try:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
+        splits = list(splitter.split(z, _stratum(y, kind), groups))
+    except ValueError:
+        splits = list(GroupKFold(n_splits=folds).split(z, y, groups))
+    logits = np.zeros((len(z), 1 if kind == "binary" else outputs))
+    for fit_rows, held_rows in splits:
+        try:
+            arrays = _fit_arrays(z[fit_rows], y[fit_rows], kind, value, outputs, None)
+        except ValueError:
+            return None
+        logits[held_rows] = z[held_rows] @ arrays["weight"].T + arrays["bias"]
+    return logits[:, 0] if kind == "binary" else logits
+
+
 def _validation(
     z: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: TaskKind, outputs: int
 ) -> tuple[float, dict[str, float]]:
@@ -222,6 +263,7 @@ def fit_linear_probe(
     kind: TaskKind,
     outputs: int,
     names: list[str] | None = None,
+    calibrate: bool = True,
 ) -> LinearFit:
     """Choose C (or alpha) on a grouped validation split of ``x``, then fit on all of it.
 
@@ -229,6 +271,7 @@ def fit_linear_probe(
     ``groups``: subject ids. Given ``names`` (the outputs' labels), a class or label without training-side
     examples of each value raises :class:`ProbeFitError`, as a shipped probe must answer every output;
     without, the benchmark's answer for it is probability 0 (absent class) or 0.5 (one-valued label).
+    ``calibrate``: fit a temperature (classifiers with enough subjects; see the module docstring).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
@@ -240,7 +283,15 @@ def fit_linear_probe(
         value, validation = _validation(z, y, np.asarray(groups), kind, outputs)
     arrays = {"mean": mean, "scale": scale} | _fit_arrays(z, y, kind, value, outputs, names)
     name = ("ridge", "alpha") if kind == "regression" else ("logistic", "C")
-    choice = {"probe": name[0], name[1]: value, "validation": validation}
+    choice: dict[str, object] = {"probe": name[0], name[1]: value, "validation": validation}
+    if calibrate and kind != "regression" and len(np.unique(groups)) >= MIN_SUBJECTS:
+        logits = _out_of_fold_logits(z, y, np.asarray(groups), kind, value, outputs)
+        if logits is not None:
+            # A row whose class no other fold had gets logit -inf for it: it says nothing about the scale.
+            seen = np.isfinite(logits[np.arange(len(y)), y]) if kind == "multiclass" else slice(None)
+            arrays["temperature"] = fit_temperature(kind, logits[seen], y[seen])
+            choice["temperature"] = arrays["temperature"].tolist()
+            return LinearFit(kind, _as_stored(arrays), choice, calibrated_on=len(z))
     return LinearFit(kind, _as_stored(arrays), choice)
 
 
@@ -254,4 +305,5 @@ def linear_probe(
 ) -> ProbeOutput:
     """The benchmark's ``logistic`` row: fit on the training side, score ``x_eval``."""
     fit = fit_linear_probe(x_train, y_train, groups_train, kind, num_outputs)
-    return ProbeOutput(fit.scores(x_eval), fit.choice)
+    raw = fit.uncalibrated().scores(x_eval) if fit.temperature is not None else None
+    return ProbeOutput(fit.scores(x_eval), fit.choice, raw)

@@ -99,8 +99,12 @@ def test_acula_bench_end_to_end(shared_data: Path, tmp_path: Path, user_task: Ta
     assert retrieval["queries"] == test_side and 0.0 <= retrieval["recall@10"] <= 1.0
     for plot in results["plots"][TASK]:
         assert (tmp_path / "run1" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plots/reliability-{TASK}.png" in results["plots"][TASK]
+    for name in ("tiny", "random-init", "opensmile"):  # the logistic probe is calibrated: ECE before, after
+        calibration = results["calibration"][TASK][name]
+        assert 0.0 <= calibration["ece"] <= 1.0 and 0.0 <= calibration["ece_before_calibration"] <= 1.0
     table = (tmp_path / "run1" / "results.md").read_text()
-    assert all(name in table for name in ("tiny", "random-init", "opensmile", TASK, "OPERA"))
+    assert all(name in table for name in ("tiny", "random-init", "opensmile", TASK, "OPERA", "Calibration"))
 
     second = runner.invoke(app, [*args, "--probe", "logistic", "--out", str(tmp_path / "run2"), "--no-plots"])
     assert second.exit_code == 0, second.output

@@ -180,6 +180,9 @@ def test_exported_bundle_loads_and_predicts(bundle: Path, shared_data: Path) -> 
     assert manifest.probe("sex").labels == ["male", "female"]
     assert {"auroc", "balanced_accuracy"} <= set(manifest.probe("sex").metrics)
     assert manifest.probe("age").unit == "years" and "mae" in manifest.probe("age").metrics
+    assert manifest.probe("sex").calibration is not None and manifest.probe("age").calibration is None
+    assert manifest.sound_type is None  # SPRSound alone has no heart, cough or breathing sound to learn
+    assert manifest.out_of_distribution is not None and manifest.out_of_distribution.flag_rates
     assert manifest.report_index is not None and manifest.report_index.deidentified
     corpus = [json.loads(line) for line in (bundle / "reports.jsonl").read_text().splitlines()]
     train_ids = {r.recording_id for r in sprsound_records(shared_data) if r.split == "train"}

@@ -37,6 +37,7 @@ class SchemeResult:
     n_eval: int = 0
     rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))  # pooled evaluated rows
     scores: np.ndarray = field(default_factory=lambda: np.empty(0))  # their scores (first seed for opera)
+    uncalibrated: np.ndarray | None = None  # the same rows before temperature scaling (calibrated probes)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready numbers (no arrays)."""
@@ -78,11 +79,13 @@ def evaluate_scheme(
     per_seed_subsets: list[dict[str, float]] = []  # seed -> subset -> metric (single-split schemes)
     pooled_rows: list[np.ndarray] = []
     pooled_scores: list[list[np.ndarray]] = []  # split -> seed -> scores
+    uncalibrated: list[np.ndarray | None] = []  # split -> first seed's scores before calibration
     for split in splits:
         outputs = _run_probe(probe, data, split, x, opera)
         rows = split.evaluate["all"]
         pooled_rows.append(rows)
         pooled_scores.append([o.scores for o in outputs])
+        uncalibrated.append(outputs[0].uncalibrated)
         position = {r: i for i, r in enumerate(rows)}
         for s, output in enumerate(outputs):
             if len(per_seed_split) <= s:
@@ -99,6 +102,7 @@ def evaluate_scheme(
         score_task(kind, data.y[all_rows], np.concatenate([scores[s] for scores in pooled_scores]))
         for s in range(len(seeds))
     ]
+    raw = [scores for scores in uncalibrated if scores is not None]
     split_names = [split.name for split in splits]
     per_split = {name: _nan_mean([seed[name] for seed in per_seed_split]) for name in split_names}
     subsets = {name: _nan_mean([seed[name] for seed in per_seed_subsets]) for name in per_seed_subsets[0]}
@@ -118,6 +122,7 @@ def evaluate_scheme(
         n_eval=len(all_rows),
         rows=all_rows,
         scores=np.concatenate([scores[0] for scores in pooled_scores]),
+        uncalibrated=np.concatenate(raw) if len(raw) == len(uncalibrated) else None,
     )
 
 

@@ -90,3 +90,32 @@ def held_out_metrics(kind: TaskKind, y: np.ndarray, scores: np.ndarray) -> dict[
     if not math.isnan(auroc):
         out["auroc"] = auroc
     return out
+
+
+def top_label(kind: TaskKind, y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(confidence, correct)`` of the predicted class per answer; multilabel: every (row, label) answer."""
+    if kind == "multilabel":
+        p, truth = np.ravel(scores), np.ravel(np.asarray(y, dtype=int))
+        return np.maximum(p, 1.0 - p), (p >= 0.5).astype(int) == truth
+    columns = np.stack([1.0 - scores, scores], axis=1) if kind == "binary" else np.asarray(scores)
+    return columns.max(axis=1), columns.argmax(axis=1) == np.asarray(y, dtype=int)
+
+
+def reliability(
+    kind: TaskKind, y: np.ndarray, scores: np.ndarray, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width confidence bin: mean confidence, accuracy and count (NaN where a bin is empty)."""
+    confidence, correct = top_label(kind, y, scores)
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    count = np.bincount(index, minlength=bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(index, confidence, minlength=bins) / count
+        accuracy = np.bincount(index, correct.astype(float), minlength=bins) / count
+    return mean_confidence, accuracy, count
+
+
+def expected_calibration_error(kind: TaskKind, y: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the count-weighted mean |accuracy - confidence| over confidence bins."""
+    confidence, accuracy, count = reliability(kind, y, scores, bins)
+    filled = count > 0
+    return float(np.sum(count[filled] * np.abs(accuracy[filled] - confidence[filled])) / count.sum())

@@ -1,4 +1,5 @@
-"""Figures for the benchmark: ROC curves per task and a 2-D map of each encoder's test-side embeddings.
+"""Figures for the benchmark: ROC curves and reliability diagrams per task, and a 2-D map of each encoder's
+test-side embeddings.
 
 Matplotlib runs headless (Agg). Every figure is a PNG under ``<out>/plots/`` and is named in results.json, so
 a reader of the markdown table can open the curve behind any number.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from acula.training.bench.metrics import TaskKind
 
 
 def _pyplot():
@@ -84,6 +87,50 @@ def embedding_map(path: Path, title: str, points: np.ndarray, labels: list[str] 
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reliability_figure(
+    path: Path,
+    title: str,
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    kind: TaskKind,
+) -> Path:
+    """Reliability diagram: accuracy against confidence of the predicted class, per equal-width bin.
+
+    ``curves[encoder] = (y, scores, uncalibrated scores or None)`` in the benchmark's layout; the
+    calibrated curve is solid, the same probe before temperature scaling dotted, ECE in the legend.
+    """
+    from acula.training.bench.metrics import expected_calibration_error, reliability
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    for encoder, (y, scores, raw) in curves.items():
+        for values, style, what in ((scores, "-", "calibrated"), (raw, ":", "before")):
+            if values is None:
+                continue
+            confidence, accuracy, count = reliability(kind, y, values)
+            filled = count > 0
+            ece = expected_calibration_error(kind, y, values)
+            ax.plot(
+                confidence[filled],
+                accuracy[filled],
+                style,
+                marker="o",
+                markersize=3,
+                label=f"{encoder} {what} (ECE {ece:.3f})",
+            )
+    ax.set_xlabel("confidence of the predicted class")
+    ax.set_ylabel("share correct")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -121,9 +121,33 @@ def markdown(results: dict[str, Any]) -> str:
         for task, rows in results["zero_shot"].items():
             out.append(f"| {task} | " + " | ".join(_fmt(rows.get(n)) for n in names) + " |")
         out.append("")
+    if results.get("calibration"):
+        out += calibration_table(results["calibration"], meta.get("probes", ["logistic"])[0])
     if results.get("retrieval"):
         out += ["## Audio -> report retrieval (test side)", ""] + retrieval_table(results["retrieval"]) + [""]
     return "\n".join(out) + "\n"
+
+
+def calibration_table(calibration: dict[str, Any], probe: str) -> list[str]:
+    """Expected calibration error per task and row, before and after temperature scaling."""
+    names = sorted({enc for rows in calibration.values() for enc in rows})
+    lines = [f"## Calibration of the {probe} probe (test side; reliability diagrams in plots/)", ""]
+    lines += ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for task, rows in calibration.items():
+        cells = []
+        for name in names:
+            entry = rows.get(name, {})
+            before = entry.get("ece_before_calibration")
+            cells.append(
+                _fmt(entry.get("ece")) if before is None else f"{_fmt(before)} -> {_fmt(entry.get('ece'))}"
+            )
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines + [
+        "",
+        "ECE: expected calibration error, 10 equal-width bins (lower is better); a -> b: "
+        "without -> with the temperature fitted on out-of-fold training-side logits.",
+        "",
+    ]
 
 
 def write_report(out: Path, results: dict[str, Any]) -> tuple[Path, Path]:

@@ -132,6 +132,9 @@ def _scores_2d(task: Task, y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
     return y, scores, list(task.classes)
 
 
+Curves = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]  # source -> rows, scores, uncalibrated
+
+
 class Runner:
     """Holds the sources, feature tables and results of one ``acula bench`` run."""
 
@@ -143,7 +146,13 @@ class Runner:
         self.cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         self.out = Path(config.out)
         self.timings: dict[str, float] = {}
-        self.results: dict[str, Any] = {"tasks": {}, "retrieval": {}, "zero_shot": {}, "plots": {}}
+        self.results: dict[str, Any] = {
+            "tasks": {},
+            "retrieval": {},
+            "zero_shot": {},
+            "calibration": {},
+            "plots": {},
+        }
         self._projections: dict[tuple, np.ndarray] = {}  # (source, recording keys) -> 2-D points
 
     def run(self) -> dict[str, Any]:
@@ -216,7 +225,7 @@ class Runner:
                 "schemes": list(task.schemes),
                 "results": {},
             }
-            curves = {}
+            curves: Curves = {}
             for source in sources:
                 table = tables[source.name]
                 x = table.embedding[table.rows([recording_key(r) for r in data.records])]
@@ -226,23 +235,49 @@ class Runner:
                     for probe, schemes in runs.items()
                 }
                 first: SchemeResult = next(iter(runs[self.config.probes[0]].values()))
-                curves[source.name] = (first.rows, first.scores)
+                curves[source.name] = (first.rows, first.scores, first.uncalibrated)
                 if self.config.plots:
                     self._map(data, source.name, x)
-            if self.config.plots and task.kind != "regression":
-                self._roc(data, curves)
+            if task.kind != "regression":
+                self._calibration(data, curves)
+                if self.config.plots:
+                    self._roc(data, curves)
+                    self._reliability(data, curves)
             self.results["tasks"][task.name] = entry
             self.timings[f"task/{task.name}"] = time.perf_counter() - started
             self.timings[f"cpu/task/{task.name}"] = cpu_seconds() - cpu
         torch.set_num_threads(torch_threads)
 
-    def _roc(self, data: TaskData, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    def _calibration(self, data: TaskData, curves: Curves) -> None:
+        """Expected calibration error of the first probe's pooled test-side answers, before and after."""
+        from acula.training.bench.metrics import expected_calibration_error
+
+        for source, (rows, scores, raw) in curves.items():
+            entry = {"ece": expected_calibration_error(data.task.kind, data.y[rows], scores)}
+            if raw is not None:
+                entry["ece_before_calibration"] = expected_calibration_error(
+                    data.task.kind, data.y[rows], raw
+                )
+            self.results["calibration"].setdefault(data.task.name, {})[source] = entry
+
+    def _reliability(self, data: TaskData, curves: Curves) -> None:
+        from acula.training.bench.plots import reliability_figure
+
+        task = data.task
+        prepared = {source: (data.y[rows], scores, raw) for source, (rows, scores, raw) in curves.items()}
+        title = f"{task.name} ({self.config.probes[0]} probe, test side)"
+        path = reliability_figure(
+            self.out / "plots" / f"reliability-{task.name}.png", title, prepared, task.kind
+        )
+        self.results["plots"].setdefault(task.name, []).append(str(path.relative_to(self.out)))
+
+    def _roc(self, data: TaskData, curves: Curves) -> None:
         from acula.training.bench.plots import roc_figure
 
         task = data.task
         prepared: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         names: list[str] = []
-        for source, (rows, scores) in curves.items():
+        for source, (rows, scores, _) in curves.items():
             y2, s2, names = _scores_2d(task, data.y[rows], scores)
             prepared[source] = (y2, s2)
         title = f"{task.name} ({self.config.probes[0]} probe, test side)"

@@ -2,10 +2,12 @@
 
 This module only sequences the steps, each in its own module: the encoder to ONNX with a parity check on
 real recordings (:mod:`.onnx`); pooled embeddings computed *through the exported graph and the service's own
-windowing* (:mod:`.embedder`), on which the probes are fitted (:mod:`.probes`); the training-side report
-corpus and its FAISS index (:mod:`.index`); the optional text side (:mod:`.text`); provenance
-(:mod:`.provenance`) and the model card (:mod:`.card`); finally ``write_manifest`` hashes every file. What
-export reads from the rest of the project is gathered in :mod:`.inputs`.
+windowing* (:mod:`.embedder`), on which the calibrated probes are fitted (:mod:`.probes`), the sound-type
+classifier (:mod:`.sound_type`, with generated non-auscultation clips) and the out-of-distribution reference
+(:mod:`.ood`); the training-side report corpus and its FAISS index (:mod:`.index`); the optional text side
+(:mod:`.text`); provenance (:mod:`.provenance`) and the model card (:mod:`.card`); finally
+``write_manifest`` hashes every file. What export reads from the rest of the project is gathered in
+:mod:`.inputs`.
 
 The bundle is written into ``<out>.partial`` and renamed into place only when everything succeeded, so a
 failed export never leaves a half-bundle where the service looks for one.
@@ -21,9 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acula.service.bundle import AudioContract, Manifest, ReportIndexSpec, TextSideSpec, write_manifest
+from acula.service.bundle import (
+    AudioContract,
+    Manifest,
+    OutOfDistributionSpec,
+    ReportIndexSpec,
+    SoundTypeSpec,
+    TextSideSpec,
+    write_manifest,
+)
+from acula.training.data import synthetic
 from acula.training.data.records import Recording
-from acula.training.export import card, index, onnx, probes, provenance
+from acula.training.export import card, index, onnx, ood, probes, provenance, sound_type
 from acula.training.export.embedder import RecordingEmbedder
 from acula.training.export.index import IndexKind
 from acula.training.export.inputs import ProbeTask
@@ -56,6 +67,10 @@ class ExportOptions:
     batch_size: int = 32
     parity_tolerance: float = 1e-4  # max |onnxruntime - torch|; raising it is recorded in the model card
     extra_card: dict[str, Any] = field(default_factory=dict)  # benchmark rows etc. for the model card
+    sound_type: bool = True  # fit the sound-type classifier (left out when a type has no training data)
+    out_of_distribution: bool = True  # write ood_reference.npz with its held-out threshold
+    generated_clips: int = 12  # generated non-auscultation clips per generator for training ...
+    generated_held_out: int = 4  # ... and for the held-out figures (disjoint seeds)
 
     def audio_contract(self, sample_rate: int, trained_window_seconds: float) -> AudioContract:
         window_seconds = self.window_seconds or trained_window_seconds
@@ -156,6 +171,31 @@ def export_bundle(
     probe_specs = probes.fit_probes(tasks, embedder, staging, log, options.batch_size)
     steps.done(f"{len(probe_specs)} probes")
 
+    generated: list[Recording] = []
+    if options.sound_type or options.out_of_distribution:
+        steps.start("generated_clips")
+        folder = (options.cache_dir or _default_cache_dir()) / "synthetic"
+        generated = synthetic.generated_records(folder, options.generated_clips, held_out=False)
+        generated += synthetic.generated_records(folder, options.generated_held_out, held_out=True)
+        steps.done(f"{len(generated)} generated non-auscultation clips")
+
+    sound_type_spec: SoundTypeSpec | None = None
+    if options.sound_type:
+        steps.start("sound_type")
+        sound_type_spec = sound_type.classifier(
+            [*records, *generated], embedder, staging, log, options.batch_size
+        )
+        accuracy = sound_type_spec.metrics.get("accuracy") if sound_type_spec else None
+        steps.done(f"sound type: held-out accuracy {accuracy}")
+
+    ood_spec: OutOfDistributionSpec | None = None
+    if options.out_of_distribution:
+        steps.start("out_of_distribution")
+        ood_spec = ood.reference_from_records(records, generated, embedder, staging, options.batch_size)
+        steps.done(
+            f"out-of-distribution threshold {ood_spec.threshold:.4f}, flag rates {ood_spec.flag_rates}"
+        )
+
     report_index: ReportIndexSpec | None = None
     text_side: TextSideSpec | None = None
     teacher = None
@@ -194,6 +234,8 @@ def export_bundle(
         audio=contract,
         encoder=encoder_spec,
         probes=probe_specs,
+        sound_type=sound_type_spec,
+        out_of_distribution=ood_spec,
         report_index=report_index,
         text_side=text_side,
         provenance=provenance.provenance(
@@ -213,3 +255,9 @@ def export_bundle(
     staging.replace(options.out)
     size = sum(p.stat().st_size for p in options.out.rglob("*") if p.is_file())
     return ExportResult(manifest, options.out, parity.max_abs_diff, size, steps.timings, notes)
+
+
+def _default_cache_dir() -> Path:
+    from acula.training.train.audio_dataset import default_cache_dir
+
+    return default_cache_dir()

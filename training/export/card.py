@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from acula.service.bundle import Manifest
+from acula.service.bundle import Calibration, Manifest, OutOfDistributionSpec, ProbeDomain, SoundTypeSpec
 
 LIMITATIONS = """\
 - **Not a diagnostic device.** Outputs are research signals for decision support; a clinician decides.
@@ -30,20 +30,78 @@ LIMITATIONS = """\
 """
 
 
+def _domain(domain: ProbeDomain) -> str:
+    if not domain.known:
+        return "unknown"
+    return f"{'/'.join(domain.sound_types)}, {domain.population}, {domain.dataset}, {domain.conditions}"
+
+
+def _calibration(calibration: Calibration | None) -> str:
+    if calibration is None:
+        return "not calibrated"
+    temperature = ", ".join(f"{t:.2f}" for t in calibration.temperature)
+    return f"T {temperature}; ECE {calibration.ece_before:.3f} -> {calibration.ece_after:.3f}"
+
+
 def _metrics_table(manifest: Manifest) -> str:
     if not manifest.probes:
         return "No probes were trained.\n"
     lines = [
-        "| task | kind | outputs | metrics on the held-out side | train / test recordings |",
-        "|---|---|---|---|---|",
+        "| task | purpose | domain | outputs | metrics on the held-out side | calibration | train / test |",
+        "|---|---|---|---|---|---|---|",
     ]
     for probe in manifest.probes:
         metrics = {k: v for k, v in probe.metrics.items() if not k.startswith("n_")}
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) or "n/a"
         counts = f"{int(probe.metrics.get('n_train', 0))} / {int(probe.metrics.get('n_test', 0))}"
         outputs = ", ".join(probe.labels) if probe.labels else f"value ({probe.unit or 'no unit'})"
-        lines.append(f"| {probe.task} | {probe.kind} | {outputs} | {shown} | {counts} |")
+        calibration = _calibration(probe.calibration)
+        row = [probe.task, probe.purpose, _domain(probe.domain), outputs, shown, calibration, counts]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append(
+        "\nDomain: sound types, population, dataset and recording conditions of the probe's training side; "
+        "the service answers a probe only for uploads inside it. Calibration: the temperature T dividing the "
+        "logits, fitted on out-of-fold logits of the training side, and the expected calibration error "
+        "(10 equal-width bins) on the held-out side before and after it."
+    )
     return "\n".join(lines) + "\n"
+
+
+def _sound_type_section(spec: SoundTypeSpec | None) -> str:
+    if spec is None:
+        return "## Sound type\nNo sound-type classifier: only a client-stated sound type gates the probes.\n"
+    per_dataset = ", ".join(
+        f"{k.split('/', 1)[1]} {v:.3f}" for k, v in spec.metrics.items() if k.startswith("accuracy/")
+    )
+    header = "| true \\ predicted | " + " | ".join(spec.labels) + " |"
+    lines = [header, "|---" * (len(spec.labels) + 1) + "|"]
+    for name, row in zip(spec.labels, spec.confusion, strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(n) for n in row) + " |")
+    return (
+        "## Sound type\n"
+        f"A linear classifier over the same embedding says which sound an upload is "
+        f"({', '.join(spec.labels)}); probes only answer uploads of their own sound types. Held-out accuracy "
+        f"{spec.metrics.get('accuracy', float('nan')):.3f} (per dataset: {per_dataset}); "
+        f"{_calibration(spec.calibration)}. Answers below probability {spec.min_probability:.2f} count as "
+        f"unknown (held-out accuracy above it {spec.metrics.get('accuracy_above_min_probability', 0):.3f}, "
+        f"covering {spec.metrics.get('coverage', 0):.1%} of the held-out recordings).\n"
+        "Not-auscultation examples are generated (speech by espeak-ng, music-like tones, coloured noise, "
+        "mains hum, clicks, near-silence), not recorded.\n\n"
+        f"Confusion on {spec.confusion_source}:\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _ood_section(spec: OutOfDistributionSpec | None) -> str:
+    if spec is None:
+        return "## Out-of-distribution flag\nNone: uploads are not compared with the training recordings.\n"
+    rates = "\n".join(f"| {name} | {rate:.1%} |" for name, rate in spec.flag_rates.items())
+    return (
+        "## Out-of-distribution flag\n"
+        f"An upload is flagged when its score (1 - mean cosine similarity to its {spec.k} nearest of "
+        f"{spec.reference_count} whitened training-side embeddings) exceeds {spec.threshold:.4f}, the "
+        f"{spec.quantile:g} quantile of the scores of training-side subjects held out of the reference. "
+        "Share flagged per held-out set:\n\n| set | flagged |\n|---|---|\n" + rates + "\n"
+    )
 
 
 def _data_table(manifest: Manifest) -> str:
@@ -100,6 +158,8 @@ test set, which holds unseen recordings of training patients (its inter-patient 
 {_data_table(manifest)}
 ## Metrics per task
 {_metrics_table(manifest)}
+{_sound_type_section(manifest.sound_type)}
+{_ood_section(manifest.out_of_distribution)}
 {bench}
 ## Limitations
 {LIMITATIONS}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acula.service.bundle import ProbeDomain, ProbePurpose
 from acula.training.bench.metrics import TaskKind
 from acula.training.data.records import Recording
 
@@ -42,6 +43,8 @@ class ProbeTask:
     labels: list[str] = field(default_factory=list)
     unit: str | None = None
     description: str = ""
+    domain: ProbeDomain = field(default_factory=ProbeDomain)  # where its answer applies (manifest)
+    purpose: ProbePurpose = "diagnostic"
 
     def with_recordings(
         self, train: list[tuple[Recording, Any]], test: list[tuple[Recording, Any]]
@@ -116,6 +119,8 @@ def probe_tasks(records: Sequence[Recording]) -> list[ProbeTask]:
                     labels=list(task.classes) if task.kind != "regression" else [],
                     unit=task.unit,
                     description=task.description,
+                    domain=task.domain,
+                    purpose=task.purpose,
                 )
             )
     return tasks

@@ -1,0 +1,122 @@
+"""``sound_type.npz``: which kind of sound an upload is (heart, lung, cough, breathing, not auscultation).
+
+The service gates its probes on this answer (a heart-sound probe says nothing about a cough), so it is an
+ordinary calibrated probe over the same pooled embedding, trained on the training side of every dataset
+(types from :mod:`training.data.sound_types`) plus generated speech, music and noise
+(:mod:`training.data.synthetic`) for "not auscultation". Its confusion matrix counts held-out recordings
+only: the test side of every dataset's split and generated clips from seeds training never used.
+
+``min_probability`` is chosen on those held-out recordings: the lowest calibrated confidence, on a 0.05
+grid, above which the held-out answers are at least :data:`TARGET_ACCURACY` correct. Below it the service
+treats the sound type as unknown rather than gate on a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acula.service.bundle import NOT_AUSCULTATION, SOUND_TYPES, ProbeDomain, SoundTypeSpec
+from acula.training.data.records import Recording
+from acula.training.data.sound_types import sound_type
+from acula.training.data.synthetic import DATASET as GENERATED
+from acula.training.export.embedder import RecordingEmbedder
+from acula.training.export.inputs import ProbeTask
+from acula.training.export.probes import fit_probe, usable_task
+
+Log = Callable[[str], None]
+LABELS = [*SOUND_TYPES, NOT_AUSCULTATION]
+TARGET_ACCURACY = 0.95
+CONFUSION_SOURCE = (
+    "held-out recordings: the test side of every dataset's subject-level split, and generated "
+    "non-auscultation clips from seeds disjoint from the training clips"
+)
+
+
+def label(record: Recording) -> str | None:
+    return NOT_AUSCULTATION if record.dataset == GENERATED else sound_type(record)
+
+
+def sound_type_task(records: Sequence[Recording]) -> tuple[ProbeTask | None, str]:
+    """The classifier's task over real and generated records, or None and why it cannot be fitted."""
+    train: list[tuple[Recording, Any]] = []
+    test: list[tuple[Recording, Any]] = []
+    for record in records:
+        target = label(record) if record.audio_path is not None else None
+        if target is None:
+            continue
+        if record.split == "train":
+            train.append((record, target))
+        elif record.split.startswith("test"):
+            test.append((record, target))
+    missing = [name for name in LABELS if name not in {y for _, y in train}]
+    if missing:
+        return None, f"no training-side recordings of {missing}"
+    datasets = sorted({r.dataset for r, _ in train} - {GENERATED})
+    task = ProbeTask(
+        name="sound-type",
+        kind="multiclass",
+        train=train,
+        test=test,
+        labels=LABELS,
+        description="Sound type of the upload: heart, lung, cough, breathing, or not auscultation.",
+        domain=ProbeDomain(sound_types=list(SOUND_TYPES), population="mixed", dataset="+".join(datasets)),
+    )
+    return task, ""
+
+
+def min_probability(confidence: np.ndarray, correct: np.ndarray) -> tuple[float, float, float]:
+    """``(threshold, accuracy above it, share of recordings above it)``; see the module docstring."""
+    for threshold in np.round(np.arange(0.2, 0.96, 0.05), 2):
+        kept = confidence >= threshold
+        if kept.any() and correct[kept].mean() >= TARGET_ACCURACY:
+            return float(threshold), float(correct[kept].mean()), float(kept.mean())
+    kept = confidence >= 0.95
+    accuracy = float(correct[kept].mean()) if kept.any() else float("nan")
+    return 0.95, accuracy, float(kept.mean())
+
+
+def fit_sound_type(
+    task: ProbeTask, embedder: RecordingEmbedder, out_dir: Path, log: Log, batch_size: int
+) -> SoundTypeSpec:
+    """Fit, save ``sound_type.npz`` and return its spec with the held-out confusion matrix."""
+    task = usable_task(task, embedder, log)
+    x_train, _ = embedder.embed([r for r, _ in task.train], batch_size)
+    x_test, _ = embedder.embed([r for r, _ in task.test], batch_size)
+    fitted = fit_probe(task, x_train, x_test, out_dir, file="sound_type.npz")
+    truth = fitted.y_test
+    predicted = fitted.test_scores.argmax(axis=1)
+    confusion = np.zeros((len(LABELS), len(LABELS)), dtype=int)
+    np.add.at(confusion, (truth, predicted), 1)
+    correct = predicted == truth
+    threshold, accuracy, coverage = min_probability(fitted.test_scores.max(axis=1), correct)
+    metrics = dict(fitted.spec.metrics) | {"accuracy": round(float(correct.mean()), 4)}
+    datasets = np.asarray([r.dataset for r, _ in task.test])
+    for dataset in sorted(set(datasets)):
+        metrics[f"accuracy/{dataset}"] = round(float(correct[datasets == dataset].mean()), 4)
+    if not np.isnan(accuracy):
+        metrics["accuracy_above_min_probability"] = round(accuracy, 4)
+    metrics["coverage"] = round(coverage, 4)
+    spec = fitted.spec.model_dump(exclude={"task", "kind", "file", "metrics"})
+    return SoundTypeSpec(
+        **spec,
+        metrics=metrics,
+        min_probability=threshold,
+        confusion=confusion.tolist(),
+        confusion_source=CONFUSION_SOURCE,
+    )
+
+
+def classifier(
+    records: Sequence[Recording], embedder: RecordingEmbedder, out_dir: Path, log: Log, batch_size: int
+) -> SoundTypeSpec | None:
+    """The classifier over real and generated ``records``, or None (said in the log) when a type has no
+    training-side recording to learn it from."""
+    task, why = sound_type_task(records)
+    if task is None:
+        log(f"sound-type classifier left out: {why}")
+        return None
+    return fit_sound_type(task, embedder, out_dir, log, batch_size)
