@@ -217,11 +217,23 @@ class DatasetProvenance(_Strict):
     recordings: int = 0
 
 
+class PretrainedProvenance(_Strict):
+    """The pretrained weights the encoder was post-trained from; their licence texts are bundle files."""
+
+    name: str = Field(description="What the weights are, e.g. EfficientAT mn04_as (AudioSet).")
+    file: str = Field(description="The weights file's name.")
+    sha256: str
+    licence: str
+    licence_files: list[str] = Field(description="Bundle files holding the licence texts (hashed).")
+    source: str = Field("", description="Where the weights come from.")
+
+
 class Provenance(_Strict):
     datasets: list[DatasetProvenance] = Field(default_factory=list)
     training_config: dict[str, object] = Field(default_factory=dict)
     project_commit: str = "unknown"
     teacher: str | None = None
+    pretrained: PretrainedProvenance | None = Field(None, description="None: trained from scratch.")
     created: str = ""
 
 

@@ -1,9 +1,12 @@
-"""``acula pipeline``: SSL, reports -> alignment -> probes + export -> benchmark, in one command.
+"""``acula pipeline``: start encoder, reports -> alignment -> probes + export -> benchmark, in one command.
 
-Every stage writes its result under the work dir (``<work_dir>/reports.jsonl``, ``ssl/final.pt``,
-``align/final.pt``, the bundle, ``bench/results.json``) and is skipped when that result already exists, so an
-interrupted run continues where it stopped (the training stages additionally resume from their own
-``last.pt``). Delete a stage's output to redo it and everything after it that reads it.
+The encoder alignment starts from is either a pretrained one (``start = "pretrained"``: the weights that
+``model`` names, saved as a checkpoint) or one pre-trained here by masked-spectrogram modelling
+(``start = "ssl"``). Every stage writes its result under the work dir (``<work_dir>/reports.jsonl``,
+``pretrained/final.pt`` or ``ssl/final.pt``, ``align/final.pt``, the bundle, ``bench/results.json``) and is
+skipped when that result already exists, so an interrupted run continues where it stopped (the training
+stages additionally resume from their own ``last.pt``). Delete a stage's output to redo it and everything
+after it that reads it.
 
 The run is sized for 2 CPU cores and 90 minutes by ``configs/default.toml``; ``threads`` pins torch's pool so
 a shared machine is not oversubscribed.
@@ -17,11 +20,13 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from acula.training.export.index import IndexKind
+from acula.training.nets.efficientat import DEFAULT_WEIGHTS, MobileNetConfig
+from acula.training.nets.model import ModelConfig
 from acula.training.train.config import AlignConfig, SSLConfig
 
 
@@ -36,9 +41,6 @@ class ReportsStage(_Base):
 class ExportStage(_Base):
     index: IndexKind = Field("flat", description="flat (exact) | hnsw | ivf (recall measured and recorded).")
     text_side: bool = Field(True, description="Export the int8 text encoder + tokenizer into the bundle.")
-    hop_seconds: float | None = Field(None, gt=0, description="None: equal to the window (no overlap).")
-    pooling: str = Field("mean", description="How window embeddings become one per recording.")
-    min_seconds: float = Field(0.5, ge=0)
     parity_tolerance: float = Field(
         1e-4, gt=0, description="Export fails when onnxruntime and torch differ by more than this."
     )
@@ -53,7 +55,9 @@ class ExportStage(_Base):
 class BenchStage(_Base):
     enabled: bool = True
     baselines: list[str] = Field(
-        default_factory=lambda: ["opensmile", "ssl"], description="Rows compared with the aligned model."
+        default_factory=lambda: ["opensmile", "start"],
+        description="Rows compared with the aligned model: 'start' (the encoder before alignment), "
+        "'opensmile'.",
     )
 
 
@@ -67,8 +71,17 @@ class PipelineConfig(_Base):
     cache_dir: Path | None = Field(None, description="Audio/teacher cache; None = $ACULA_CACHE or ~/.cache.")
     datasets: list[str] | None = Field(None, description="Dataset keys; None = every dataset found.")
     notes: str = Field("", description="Differences from the full default, copied into the model card.")
+    start: Literal["pretrained", "ssl"] = Field(
+        "pretrained", description="pretrained: align the encoder `model` names; ssl: pre-train one first."
+    )
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(
+            encoder="mobilenet", mobilenet=MobileNetConfig(pretrained=DEFAULT_WEIGHTS)
+        ),
+        description="The pretrained encoder (start = pretrained), with its audio contract.",
+    )
     reports: ReportsStage = Field(default_factory=ReportsStage)
-    ssl: SSLConfig = Field(default_factory=SSLConfig)
+    ssl: SSLConfig = Field(default_factory=SSLConfig, description="Used when start = ssl.")
     align: AlignConfig = Field(default_factory=AlignConfig)
     export: ExportStage = Field(default_factory=ExportStage)
     bench: BenchStage = Field(default_factory=BenchStage)
@@ -92,8 +105,13 @@ def load_pipeline_config(path: Path, overrides: dict[str, object] | None = None)
         raise ValueError(f"{path} is not a valid pipeline config:\n{exc}") from exc
 
 
+def start_checkpoint(config: PipelineConfig) -> Path:
+    """The checkpoint alignment starts from (and the benchmark's 'start' row reads)."""
+    return config.work_dir / config.start / "final.pt"
+
+
 def resolve(config: PipelineConfig, root: Path) -> PipelineConfig:
-    """Point every stage at ``root``, the work dir and one another (SSL -> align -> export)."""
+    """Point every stage at ``root``, the work dir and one another (start -> align -> export)."""
     work = config.work_dir
     data = {"root": Path(root), "datasets": config.datasets, "cache_dir": config.cache_dir}
     ssl = config.ssl.model_copy(
@@ -107,9 +125,9 @@ def resolve(config: PipelineConfig, root: Path) -> PipelineConfig:
         update={
             "out_dir": work / "align",
             "threads": config.threads,
-            "init_checkpoint": work / "ssl" / "final.pt",
+            "init_checkpoint": start_checkpoint(config),
             "reports": work / "reports.jsonl",
-            "data": config.align.data.model_copy(update=data | {"window_seconds": ssl.data.window_seconds}),
+            "data": config.align.data.model_copy(update=data),
         }
     )
     return config.model_copy(update={"ssl": ssl, "align": align})
@@ -186,9 +204,6 @@ def _export(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], 
         index_kind=config.export.index,
         name=config.name,
         version=config.version,
-        hop_seconds=config.export.hop_seconds,
-        pooling=config.export.pooling,
-        min_seconds=config.export.min_seconds,
         text_side=config.export.text_side,
         parity_tolerance=config.export.parity_tolerance,
         sound_type=config.export.sound_type,
@@ -219,13 +234,15 @@ def _differences(config: PipelineConfig) -> str:
 
 
 def _benchmark(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], None]) -> None:
-    """What ``acula bench`` runs: the bundle against SSL-only and openSMILE (logistic probe, retrieval)."""
+    """What ``acula bench`` runs: the bundle against its encoder before alignment and openSMILE (logistic
+    probe, retrieval)."""
     from acula.training.bench.runner import BenchConfig, run_bench
 
     work = config.work_dir
     encoders = [f"aligned={out}"]
-    if "ssl" in config.bench.baselines:
-        encoders.append(f"ssl-only={work / 'ssl' / 'final.pt'}")
+    if "start" in config.bench.baselines:
+        name = "frozen-pretrained" if config.start == "pretrained" else "ssl-only"
+        encoders.append(f"{name}={start_checkpoint(config)}")
     if "opensmile" in config.bench.baselines:
         encoders.append("opensmile")
     bench = BenchConfig(
@@ -269,13 +286,27 @@ def _update_card(config: PipelineConfig, out: Path) -> None:
     write_json(config.work_dir / "card.json", {"benchmark_included": bool(bench)})
 
 
+def _save_pretrained(config: PipelineConfig) -> None:
+    """The pretrained encoder as a checkpoint (weights checked against their SHA-256), with its contract."""
+    from acula.training.nets.factory import build_model, save_checkpoint
+
+    save_checkpoint(start_checkpoint(config), build_model(config.model).eval(), stage="pretrained")
+
+
 def build_stages(config: PipelineConfig, root: Path, out: Path, log: Callable[[str], None]) -> list[Stage]:
     from acula.training.train.align import run_align
     from acula.training.train.ssl import run_ssl
 
     work = config.work_dir
-    stages = [  # SSL reads no report, so it runs first: a missing report writer does not hold it up
-        Stage("ssl", work / "ssl" / "final.pt", lambda: run_ssl(config.ssl)),
+
+    def start() -> None:
+        if config.start == "ssl":
+            run_ssl(config.ssl)
+        else:
+            _save_pretrained(config)
+
+    stages = [  # the start reads no report, so it runs first: a missing report writer does not hold it up
+        Stage(config.start, start_checkpoint(config), start),
         Stage("reports", work / "reports.jsonl", lambda: _build_reports(config, root, log)),
         Stage("align", work / "align" / "final.pt", lambda: run_align(config.align)),
         Stage("probes + export", work / "export.json", lambda: _export(config, root, out, log)),

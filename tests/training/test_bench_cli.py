@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from acula.service.bundle import AudioContract
 from acula.service.cli import full_app
 from acula.training.bench.tasks import TASKS, Task, coswara_sex, register
 from acula.training.nets.factory import build_model, save_checkpoint
@@ -55,10 +56,11 @@ def _tiny_checkpoint(path: Path) -> Path:
         joint_dim=32,
         decoder_hidden=16,
         text_dim=384,  # the default teacher's width: a text head, so zero-shot and retrieval run too
+        audio=AudioContract(window_seconds=2.0),
     )
     config.cnn.channels = [8, 16, 32]
     config.cnn.freq_pool = [True, True, False]
-    return save_checkpoint(path, build_model(config), run_config={"data": {"window_seconds": 2.0}})
+    return save_checkpoint(path, build_model(config))
 
 
 def _reports(shared_data: Path, path: Path) -> Path:

@@ -31,13 +31,15 @@ log_every = 1
 root = "{root}"
 datasets = ["sprsound"]
 cache_dir = "{cache}"
-window_seconds = 1.0
 batch_size = 4
 max_recordings = 32
 
 [optim]
 lr = 3e-3
 warmup_steps = 1
+
+[model.audio]
+window_seconds = 1.0
 
 [model.frontend]
 sample_rate = 8000

@@ -17,7 +17,14 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from acula.service.bundle import BundleError, Manifest, TensorSpec, load_manifest, write_manifest
+from acula.service.bundle import (
+    AudioContract,
+    BundleError,
+    Manifest,
+    TensorSpec,
+    load_manifest,
+    write_manifest,
+)
 from acula.training.data.records import Recording
 from acula.training.export import ExportOptions, ProbeTask, export_bundle
 from acula.training.export.index import CorpusRefused, build_index
@@ -44,6 +51,7 @@ def tiny_config(text_dim: int | None = 384) -> ModelConfig:
         joint_dim=16,
         decoder_hidden=16,
         text_dim=text_dim,
+        audio=AudioContract(window_seconds=2.0),
     )
 
 
@@ -122,7 +130,7 @@ def no_identifiers(text: str) -> list[str]:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = build_model(tiny_config())
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "final.pt", model, window_seconds=2.0)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "final.pt", model)
 
 
 @pytest.fixture(scope="module")

@@ -66,9 +66,7 @@ def records(shared_data: Path) -> list[Recording]:
 @pytest.fixture(scope="module")
 def bundle(records: list[Recording], tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(
-        tmp_path_factory.mktemp("ckpt") / "final.pt", build_model(tiny_config()), window_seconds=2.0
-    )
+    checkpoint = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "final.pt", build_model(tiny_config()))
     out = tmp_path_factory.mktemp("bundles") / "acula-gating"
     options = ExportOptions(
         checkpoint=checkpoint,

@@ -13,6 +13,7 @@ import pytest
 import torch
 from pydantic import BaseModel
 
+from acula.service.bundle import AudioContract
 from acula.training.data.records import Recording
 from acula.training.nets.cnn import CNNConfig
 from acula.training.nets.factory import load_checkpoint
@@ -91,6 +92,7 @@ def _tiny_model() -> ModelConfig:
         embedding_dim=32,
         joint_dim=32,
         decoder_hidden=16,
+        audio=AudioContract(window_seconds=2.0),
     )
 
 
@@ -102,7 +104,7 @@ def _rows(path: Path) -> list[dict]:
 def test_ssl_then_align_losses_fall(shared_data: Path, tmp_path: Path) -> None:
     records = _sprsound_records(shared_data, per_split=32)
     train_side = [r for r in records if r.is_training_side]
-    data = DataConfig(root=shared_data, cache_dir=tmp_path / "cache", window_seconds=2.0, batch_size=8)
+    data = DataConfig(root=shared_data, cache_dir=tmp_path / "cache", batch_size=8)
     common = dict(epochs=1, log_every=1, progress=False, threads=2, data=data)
 
     ssl_cfg = SSLConfig(
@@ -169,7 +171,7 @@ def test_shipped_configs_validate_and_overrides_apply() -> None:
     assert ssl.epochs == 1 and ssl.data.batch_size == 4 and ssl.mask_ratio == 0.7
     align = load_config(REPO / "configs" / "align.toml", AlignConfig)
     assert align.init_checkpoint == Path("runs/ssl/final.pt") and align.contrastive == "infonce"
-    assert align.data.window_seconds == ssl.data.window_seconds
+    assert ssl.model.audio.window_seconds == 4.0 and ssl.model.audio.hop_seconds == 4.0
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:

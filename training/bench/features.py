@@ -7,9 +7,9 @@ joint space, a pooled L2-normalised joint embedding (what retrieval and zero-sho
 - :class:`BundleEncoder`: a model bundle, through the service's own ONNX pipeline;
 - ``OpenSmileSource`` (:mod:`training.bench.opensmile_features`): eGeMAPSv02 functionals.
 
-Encoders cut audio with the ONE windowing policy of the service (``service.core.windowing``): the bundle's
-manifest contract, or for a checkpoint its training window with hop = window and mean pooling (what
-``acula export`` writes by default). Features are cached as ``.npy`` under
+Encoders cut audio with the ONE windowing policy of the service (``acula.service.core.windowing``) and the
+one contract: the bundle's manifest, or a checkpoint's ``ModelConfig.audio`` (which its bundle's manifest
+would copy). Features are cached as ``.npy`` under
 ``<cache>/bench-features/<source key>/<dataset>/<recording id>.npy`` where the key hashes the weights and the
 contract, so a retrained checkpoint never reads stale features, and every task sharing a recording reuses it.
 """
@@ -160,54 +160,44 @@ class WindowEncoder:
         return FeatureTable(keys, embedding, joint, failed)
 
 
-def checkpoint_window_seconds(payload: dict) -> float:
-    """The crop length the checkpoint was trained with (``run_config.data.window_seconds``), else 4 s."""
-    run_config = payload.get("run_config") or {}
-    data = run_config.get("data") or {} if isinstance(run_config, dict) else {}
-    return float(data.get("window_seconds", 4.0))
-
-
 class TorchEncoder(WindowEncoder):
     """An ``AculaAudioModel`` in eval mode, from a checkpoint or randomly initialised."""
 
-    def __init__(self, name: str, model, key: str, window_seconds: float) -> None:
+    def __init__(self, name: str, model, key: str) -> None:
         self.name = name
         self.model = model.eval()
         self.key = key
-        self.contract = AudioContract(
-            sample_rate=model.sample_rate, window_seconds=window_seconds, hop_seconds=window_seconds
-        )
+        self.contract: AudioContract = model.config.audio  # as the bundle exported from it would cut
         self.text_head = model.text_head
         self.teacher_spec: dict | None = None  # TeacherSpec fields; None = the packaged default teacher
 
     @classmethod
-    def from_checkpoint(cls, path: Path, name: str | None = None, window_seconds: float | None = None):
+    def from_checkpoint(cls, path: Path, name: str | None = None):
         from acula.training.nets.factory import load_checkpoint, read_checkpoint
 
         path = Path(path)
         payload = read_checkpoint(path)
-        seconds = window_seconds or checkpoint_window_seconds(payload)
-        key = hashlib.sha256(f"ckpt|{file_digest(path)}|{seconds}".encode()).hexdigest()[:20]
-        encoder = cls(name or default_name(path), load_checkpoint(path), key, seconds)
+        model = load_checkpoint(path)
+        contract = model.config.audio.model_dump_json()
+        key = hashlib.sha256(f"ckpt|{file_digest(path)}|{contract}".encode()).hexdigest()[:20]
+        encoder = cls(name or default_name(path), model, key)
         run_config = payload.get("run_config")
         if isinstance(run_config, dict) and isinstance(run_config.get("teacher"), dict):
             encoder.teacher_spec = run_config["teacher"]  # the teacher its text head was trained against
         return encoder
 
     @classmethod
-    def random_init(cls, config, seed: int = 0, window_seconds: float = 4.0, name: str = "random-init"):
+    def random_init(cls, config, seed: int = 0, name: str = "random-init"):
         """The same architecture with random weights: the floor every trained row must clear."""
         import torch
 
         from acula.training.nets.factory import build_model
 
         torch.manual_seed(seed)
-        model = build_model(config)
+        model = build_model(config, load_weights=False)  # the architecture only, never pretrained weights
         text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
-        key = hashlib.sha256(
-            f"random|{text}|{seed}|{window_seconds}|{torch.__version__}".encode()
-        ).hexdigest()
-        return cls(name, model, key[:20], window_seconds)
+        key = hashlib.sha256(f"random|{text}|{seed}|{torch.__version__}".encode()).hexdigest()
+        return cls(name, model, key[:20])
 
     def encode_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch

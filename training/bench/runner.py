@@ -48,10 +48,9 @@ class BenchConfig:
     map_method: str = "tsne"  # 2-D embedding map: 'tsne' or 'pca'
     plots: bool = True
     progress: bool = True
-    window_seconds: float | None = None  # override for checkpoints (bundles carry their own)
 
 
-def parse_encoder(spec: str, threads: int, window_seconds: float | None) -> FeatureSource:
+def parse_encoder(spec: str, threads: int) -> FeatureSource:
     """``PATH`` or ``NAME=PATH``; PATH a checkpoint file, a bundle folder, or the word 'opensmile'."""
     given, _, target = spec.rpartition("=")
     name = given or None
@@ -63,19 +62,18 @@ def parse_encoder(spec: str, threads: int, window_seconds: float | None) -> Feat
     if path.is_dir():
         return BundleEncoder(path, name=name, threads=threads)
     if path.is_file():
-        return TorchEncoder.from_checkpoint(path, name=name, window_seconds=window_seconds)
+        return TorchEncoder.from_checkpoint(path, name=name)
     raise FileNotFoundError(f"--encoder {spec}: {path} is neither a checkpoint file nor a bundle folder")
 
 
 def build_sources(config: BenchConfig) -> list[FeatureSource]:
-    sources = [parse_encoder(spec, config.threads, config.window_seconds) for spec in config.encoders]
+    sources = [parse_encoder(spec, config.threads) for spec in config.encoders]
     if config.random_init:
         from acula.training.nets.model import ModelConfig
 
         template = next((s for s in sources if isinstance(s, TorchEncoder)), None)
         model_config = template.model.config if template is not None else ModelConfig()
-        seconds = template.contract.window_seconds if template is not None else (config.window_seconds or 4.0)
-        sources.append(TorchEncoder.random_init(model_config, seed=0, window_seconds=seconds))
+        sources.append(TorchEncoder.random_init(model_config, seed=0))
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"two rows share a name {names}: name them with --encoder NAME=PATH")

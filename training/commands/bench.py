@@ -50,9 +50,6 @@ ThreadsOpt = Annotated[
     int, typer.Option("--threads", min=1, help="CPU threads (torch, onnxruntime, openSMILE).")
 ]
 SeedsOpt = Annotated[int, typer.Option("--seeds", min=1, help="OPERA probe seeds (0..N-1).")]
-WindowOpt = Annotated[
-    float | None, typer.Option("--window-seconds", help="Override a checkpoint's window (bundles: manifest).")
-]
 MapOpt = Annotated[MapChoice, typer.Option("--map", help="2-D embedding map method.")]
 PlotsOpt = Annotated[bool, typer.Option("--plots/--no-plots", help="Write ROC curves and embedding maps.")]
 
@@ -71,7 +68,6 @@ def register(app: typer.Typer) -> None:
         cache_dir: CacheOpt = None,
         threads: ThreadsOpt = 2,
         seeds: SeedsOpt = 5,
-        window_seconds: WindowOpt = None,
         embedding_map: MapOpt = MapChoice.tsne,
         plots: PlotsOpt = True,
     ) -> None:
@@ -99,7 +95,6 @@ def register(app: typer.Typer) -> None:
             opera=dataclasses.replace(OperaConfig(), seeds=tuple(range(seeds))),
             map_method=embedding_map.value,
             plots=plots,
-            window_seconds=window_seconds,
         )
         results = run_bench(config, log=typer.echo)
         typer.echo((out / "results.md").read_text())

@@ -25,7 +25,6 @@ def register(app: typer.Typer) -> None:
         ),
         index: Annotated[str, typer.Option(help="flat (exact) | hnsw | ivf.")] = "flat",
         text_side: Annotated[bool, typer.Option(help="Also export the int8 text encoder.")] = True,
-        hop_seconds: Annotated[float | None, typer.Option(help="Window hop; default: the window.")] = None,
         threads: Annotated[int, typer.Option(help="torch / onnxruntime CPU threads.")] = 2,
         version: Annotated[str, typer.Option(help="Bundle version.")] = "0.1.0",
     ) -> None:
@@ -46,7 +45,6 @@ def register(app: typer.Typer) -> None:
             root=root,
             index_kind=index,  # type: ignore[arg-type]
             text_side=text_side,
-            hop_seconds=hop_seconds,
             version=version,
         )
         try:

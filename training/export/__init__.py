@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from acula.service.bundle import (
-    AudioContract,
     Manifest,
     OutOfDistributionSpec,
     ReportIndexSpec,
@@ -57,10 +56,6 @@ class ExportOptions:
     index_kind: IndexKind = "flat"
     name: str | None = None
     version: str = "0.1.0"
-    window_seconds: float | None = None  # None: the crop length the checkpoint was trained on
-    hop_seconds: float | None = None  # None: equal to the window (no overlap)
-    pooling: str = "mean"
-    min_seconds: float = 0.5
     text_side: bool = True
     cache_dir: Path | None = None
     configs: dict[str, Any] = field(default_factory=dict)  # run configs, recorded in the provenance
@@ -72,24 +67,11 @@ class ExportOptions:
     generated_clips: int = 12  # generated non-auscultation clips per generator for training ...
     generated_held_out: int = 4  # ... and for the held-out figures (disjoint seeds)
 
-    def audio_contract(self, sample_rate: int, trained_window_seconds: float) -> AudioContract:
-        window_seconds = self.window_seconds or trained_window_seconds
-        return AudioContract(
-            sample_rate=sample_rate,
-            window_seconds=window_seconds,
-            hop_seconds=self.hop_seconds or window_seconds,
-            pooling=self.pooling,
-            min_seconds=self.min_seconds,
-        )
-
     def recorded(self) -> dict[str, Any]:
         """The options worth keeping in the provenance next to the run configs."""
         return {
             "checkpoint": str(self.checkpoint),
             "index_kind": self.index_kind,
-            "window_seconds": self.window_seconds,
-            "hop_seconds": self.hop_seconds,
-            "pooling": self.pooling,
             "text_side": self.text_side,
         }
 
@@ -144,7 +126,7 @@ def export_bundle(
         log(f"report corpus: {len(rows)} training-side reports, {left_out} others left out")
     payload = read_checkpoint(options.checkpoint)
     model = load_checkpoint(options.checkpoint)
-    contract = options.audio_contract(model.sample_rate, float(payload.get("window_seconds", 4.0)))
+    contract = model.config.audio  # the one windowing contract, as trained; the manifest copies it
     staging = options.out.with_name(options.out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -227,6 +209,7 @@ def export_bundle(
             f"text side: {exported.size_bytes / 1e6:.1f} MB, min cosine vs torch {exported.min_cosine:.4f}"
         )
 
+    pretrained = provenance.pretrained_weights(model.config, staging)
     manifest = Manifest(
         name=options.name or options.out.name,
         version=options.version,
@@ -243,6 +226,7 @@ def export_bundle(
             licences,
             options.configs | {"export": options.recorded()},
             provenance.teacher_spec(payload).path if model.text_head is not None else None,
+            pretrained,
         ),
     )
     notes["parity_max_abs_diff"] = parity.max_abs_diff
@@ -250,7 +234,10 @@ def export_bundle(
     (staging / "export_notes.json").write_text(
         json.dumps(notes | {"timings_s": steps.timings}, indent=2) + "\n"
     )
-    manifest = write_manifest(staging, manifest, extra_files=["MODEL_CARD.md", "export_notes.json"])
+    licence_files = pretrained.licence_files if pretrained is not None else []
+    manifest = write_manifest(
+        staging, manifest, extra_files=["MODEL_CARD.md", "export_notes.json", *licence_files]
+    )
     shutil.rmtree(options.out, ignore_errors=True)
     staging.replace(options.out)
     size = sum(p.stat().st_size for p in options.out.rglob("*") if p.is_file())

@@ -164,9 +164,7 @@ test set, which holds unseen recordings of training patients (its inter-patient 
 ## Limitations
 {LIMITATIONS}
 ## How it was made
-- Encoder: log-mel front-end (inside the ONNX graph) and a CNN, pre-trained by masked-spectrogram modelling,
-  then aligned to a frozen text teacher's embeddings of reports written from each recording's metadata
-  (the AcuLa method, arXiv 2512.04847), with the masked-spectrogram loss kept as a regulariser.
+{_encoder_text(manifest)}
 - Teacher: {manifest.provenance.teacher or "none"}.
 - Export: ONNX opset {manifest.encoder.opset}; onnxruntime vs torch max absolute difference {parity_text} on
   real recordings of several lengths and batch sizes.
@@ -175,6 +173,26 @@ test set, which holds unseen recordings of training patients (its inter-patient 
 - Project commit: `{manifest.provenance.project_commit}`; created {manifest.provenance.created}. The full run
   configs are in `manifest.json` under `provenance.training_config`.
 {differences}"""
+
+
+def _encoder_text(manifest: Manifest) -> str:
+    """Where the encoder's weights come from: pretrained weights (named, with hash and licence) or SSL."""
+    weights = manifest.provenance.pretrained
+    aligned = (
+        "aligned to a frozen text teacher's embeddings of reports written from each recording's metadata "
+        "(the AcuLa method, arXiv 2512.04847)"
+    )
+    if weights is None:
+        return (
+            "- Encoder: log-mel front-end (inside the ONNX graph) and a CNN, pre-trained by "
+            f"masked-spectrogram modelling, then {aligned}, with the masked-spectrogram loss kept."
+        )
+    return (
+        f"- Encoder: log-mel front-end (inside the ONNX graph) and {weights.name}, post-trained: {aligned}.\n"
+        f"- Pretrained weights: `{weights.file}`, SHA-256 `{weights.sha256}`, licence {weights.licence} "
+        f"(texts in this bundle: {', '.join(f'`{name}`' for name in weights.licence_files)}). "
+        f"Source: {weights.source}."
+    )
 
 
 def _benchmark_section(results_markdown: str) -> str:
@@ -186,9 +204,9 @@ def _benchmark_section(results_markdown: str) -> str:
     demoted = "\n".join("##" + line if line.startswith("#") else line for line in lines)
     return (
         "## Benchmark\n"
-        "Rows: `aligned` is this bundle; `ssl-only` the same encoder after self-supervised pre-training "
-        "only,\nbefore alignment; `opensmile` the openSMILE eGeMAPSv02 functionals (88 hand-crafted "
-        "features).\nProtocol, the OPERA-probe and random-weights rows, and how to read the numbers: "
+        "Rows: `aligned` is this bundle; `frozen-pretrained` (or `ssl-only`) the same encoder before "
+        "alignment;\n`opensmile` the openSMILE eGeMAPSv02 functionals (88 hand-crafted features).\n"
+        "Protocol, the OPERA-probe and random-weights rows, and how to read the numbers: "
         "docs/RESULTS.md.\n\n"
         f"{demoted}\n"
     )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from acula.service.bundle import DatasetProvenance, Provenance
+from acula.service.bundle import DatasetProvenance, PretrainedProvenance, Provenance
 from acula.training.data.records import Recording
 
 
@@ -43,10 +43,31 @@ def teacher_spec(payload: dict[str, Any]) -> Any:
     return TeacherSpec.model_validate(run_config.get("teacher") or {})
 
 
+def pretrained_weights(model_config: Any, bundle_dir: Path) -> PretrainedProvenance | None:
+    """The pretrained weights the model was post-trained from, their licence texts copied into the bundle
+    (they must travel with anything derived from the weights); None for an encoder trained from scratch."""
+    import shutil
+
+    from acula.training.nets.efficientat import weights_provenance
+
+    found = weights_provenance(model_config.mobilenet) if model_config.encoder == "mobilenet" else None
+    if found is None:
+        return None
+    facts, texts = found
+    for text in texts:
+        shutil.copyfile(text, Path(bundle_dir) / text.name)
+    return PretrainedProvenance.model_validate(facts | {"licence_files": [t.name for t in texts]})
+
+
 def provenance(
-    records: Sequence[Recording], licences: dict[str, str], configs: dict[str, Any], teacher: str | None
+    records: Sequence[Recording],
+    licences: dict[str, str],
+    configs: dict[str, Any],
+    teacher: str | None,
+    pretrained: PretrainedProvenance | None = None,
 ) -> Provenance:
-    """Training-side recordings per dataset with their licences, the run configs (as JSON), the commit."""
+    """Training-side recordings per dataset with their licences, the run configs (as JSON), the commit,
+    the teacher and the pretrained weights."""
     counts: dict[str, int] = {}
     for record in records:
         if record.is_training_side:
@@ -61,5 +82,6 @@ def provenance(
         training_config=json.loads(json.dumps(configs, default=str)),
         project_commit=git_commit(),
         teacher=teacher,
+        pretrained=pretrained,
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
     )

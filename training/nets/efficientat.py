@@ -34,6 +34,12 @@ DEFAULT_WEIGHTS = Path("../shared/weights/efficientat-mn04-as/mn04_as_mAP_432.pt
 MN04_AS_SHA256 = "899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c"
 #: The licences that must travel with anything derived from the weights (bundle provenance, model card).
 WEIGHT_LICENCES = ("LICENSE.EfficientAT", "LICENSE.redistribution")
+WEIGHTS_NAME = "EfficientAT mn04_as (MobileNetV3 'mn', width 0.4, AudioSet mAP 0.432)"
+WEIGHTS_SOURCE = (
+    "Schmid, Koutini, Widmer, 'Efficient Large-Scale Audio Tagging via Transformer-to-CNN Knowledge "
+    "Distillation', ICASSP 2023, github fschmid56/EfficientAT (MIT, (c) 2022 Florian Schmid); the file as "
+    "redistributed by github nikih94/swch-audio-classification (MIT, (c) 2025 Niki Hrovatin)"
+)
 
 BN_EPS = 1e-3  # EfficientAT's BatchNorm settings; eps changes every eval-mode output, so it must match
 BN_MOMENTUM = 0.01
@@ -401,3 +407,24 @@ def load_pretrained(encoder: MobileNetEncoder, path: Path, sha256: str | None = 
             f"source tensors left over {unused}"
         )
     encoder.load_state_dict(loaded, strict=True)
+
+
+def weights_provenance(config: MobileNetConfig) -> tuple[dict[str, object], list[Path]] | None:
+    """What a bundle must say about the pretrained weights ``config`` names (the fields of the manifest's
+    ``PretrainedProvenance`` but ``licence_files``), and the licence texts that must travel with it; None
+    when the encoder starts from nothing."""
+    if config.pretrained is None:
+        return None
+    weights = Path(config.pretrained)
+    texts = [weights.parent / name for name in WEIGHT_LICENCES]
+    missing = [str(path) for path in texts if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"licence texts of {weights.name} not found ({missing}): they travel with it")
+    facts: dict[str, object] = {
+        "name": WEIGHTS_NAME,
+        "file": weights.name,
+        "sha256": config.pretrained_sha256 or file_sha256(weights),
+        "licence": "MIT",
+        "source": WEIGHTS_SOURCE,
+    }
+    return facts, texts

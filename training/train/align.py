@@ -27,7 +27,7 @@ from acula.training.losses import (
     masked_spectrogram_loss,
     random_patch_mask,
 )
-from acula.training.nets.factory import build_model, load_checkpoint
+from acula.training.nets.factory import build_model, load_checkpoint, read_checkpoint
 from acula.training.nets.model import AculaAudioModel
 from acula.training.teacher import TeacherCache, load_teacher
 from acula.training.train.audio_dataset import AudioCache, LogMelCache, default_cache_dir
@@ -186,7 +186,7 @@ def run_align(
     if config.data.cache_logmel and model.config.frontend.normalise != "clip":
         source = LogMelCache(audio_cache, model.frontend)
         train_pairs = train_pairs.keep(source.prepare(train_pairs.records, progress=config.progress))
-    window = round(config.data.window_seconds * model.sample_rate)
+    window = model.config.audio.window_samples  # a crop is one window of the model's contract
     dataset = PairDataset(train_pairs, source, window, config.data.crops_per_recording, config.seed)
     weights = config.loss_weights.model_dump()
     objective = AlignObjective(
@@ -203,7 +203,6 @@ def run_align(
         "stage": "align",
         "teacher": teacher.identity,
         "teacher_path": str(config.teacher.path),
-        "window_seconds": config.data.window_seconds,
         "recordings": len(train_pairs.records),
         "texts": len(train_pairs.texts),
     }
@@ -233,7 +232,8 @@ def evaluate(
     train_pairs = train_pairs.keep(subset(train_pairs.records, config.eval.max_train_recordings, config.seed))
     aligned = load_checkpoint(final)
     if config.init_checkpoint is not None:
-        before_name, before = "ssl", load_checkpoint(config.init_checkpoint)
+        before = load_checkpoint(config.init_checkpoint)  # named by the stage that wrote it
+        before_name = str(read_checkpoint(config.init_checkpoint).get("stage", "start"))
     else:  # the same start alignment had: the pretrained weights the config names, or the seeded random init
         torch.manual_seed(config.seed)
         before = build_model(aligned.config.model_copy(update={"text_dim": None})).eval()
@@ -246,7 +246,6 @@ def evaluate(
         teacher_cache.encode(train_pairs.texts),
         teacher_cache.encode(test_pairs.texts),
         audio_cache,
-        config.data.window_seconds,
         config.eval.recall_k,
     )
     out = final.parent / "retrieval.json"

@@ -27,7 +27,6 @@ class DataConfig(_Base):
     cache_dir: Path | None = Field(
         None, description="Decoded, resampled audio cache (.npy); None = $ACULA_CACHE or ~/.cache/acula."
     )
-    window_seconds: float = Field(4.0, gt=0, description="Crop length; equals the bundle's window_seconds.")
     batch_size: int = Field(32, ge=2, description="Per-device batch (before gradient accumulation).")
     num_workers: int = Field(0, ge=0, description="DataLoader workers; 0 on small CPU machines.")
     max_recordings: int | None = Field(

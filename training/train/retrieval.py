@@ -18,7 +18,6 @@ from math import comb
 import numpy as np
 import torch
 
-from acula.service.bundle import AudioContract
 from acula.service.core.windowing import cut_windows, l2_normalise, pool_windows
 from acula.training.nets.model import AculaAudioModel
 from acula.training.train.audio_dataset import AudioCache
@@ -27,12 +26,11 @@ from acula.training.train.pairs import Pairs
 
 @torch.no_grad()
 def embed_recordings(
-    model: AculaAudioModel, pairs: Pairs, cache: AudioCache, window_seconds: float, batch: int = 64
+    model: AculaAudioModel, pairs: Pairs, cache: AudioCache, batch: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled window embeddings ``(N, D)`` and re-normalised pooled joint embeddings ``(N, J)``."""
-    contract = AudioContract(
-        sample_rate=model.sample_rate, window_seconds=window_seconds, hop_seconds=window_seconds
-    )
+    """Pooled window embeddings ``(N, D)`` and re-normalised pooled joint embeddings ``(N, J)``, cut and
+    pooled by the model's own contract."""
+    contract = model.config.audio
     model.eval()
     device = next(model.parameters()).device
     windows, owners = [], []
@@ -92,7 +90,6 @@ def retrieval_report(
     teacher_train: np.ndarray,
     teacher_test: np.ndarray,
     cache: AudioCache,
-    window_seconds: float,
     k: int,
 ) -> dict[str, dict[str, float]]:
     """``{model name: {"ridge_all": r, "ridge_<dataset>": r, "joint_all": r, ..., "chance_all": c, ...}}``.
@@ -106,8 +103,8 @@ def retrieval_report(
     train_target = np.stack([teacher_train[ix].mean(0) for ix in train_pairs.text_indices])
     results: dict[str, dict[str, float]] = {}
     for model_name, model in models.items():
-        train_emb, _ = embed_recordings(model, train_pairs, cache, window_seconds)
-        test_emb, test_joint = embed_recordings(model, test_pairs, cache, window_seconds)
+        train_emb, _ = embed_recordings(model, train_pairs, cache)
+        test_emb, test_joint = embed_recordings(model, test_pairs, cache)
         mean, std, weight = fit_ridge(train_emb, train_target)
         ridge_q = l2_normalise(((test_emb - mean) / std) @ weight)
         ridge_g = l2_normalise(teacher_test)

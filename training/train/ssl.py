@@ -98,10 +98,10 @@ def run_ssl(config: SSLConfig, records: list[Recording] | None = None) -> Path:
         load_external_weights(model, config.init_checkpoint, key_map=key_map if renames else None)
     cache = AudioCache(config.data.cache_dir, model.sample_rate)
     records = cache.prepare(records, progress=config.progress)
-    window = round(config.data.window_seconds * model.sample_rate)
+    window = model.config.audio.window_samples  # a crop is one window of the model's contract
     dataset = CropDataset(records, cache, window, config.data.crops_per_recording, config.seed)
     objective = SSLObjective(model, config.mask_ratio)
     groups = param_groups(list(objective.named_parameters()), config.optim.lr, config.optim.weight_decay)
     weights = config.loss_weights.model_dump()
-    extra = {"stage": "ssl", "window_seconds": config.data.window_seconds, "recordings": len(records)}
+    extra = {"stage": "ssl", "recordings": len(records)}
     return train(config, objective, model, dataset, groups, weights, final_extra=extra)
