@@ -47,6 +47,8 @@ class AlignObjective(nn.Module):
     AudioSet taught it).
     """
 
+    text_table: torch.Tensor
+
     def __init__(
         self,
         model: AculaAudioModel,

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from acula.training.data.records import Recording
+from acula.training.nets.frontend import LogMelFrontend
 
 
 def default_cache_dir() -> Path:
@@ -106,7 +107,7 @@ class LogMelCache:
     (the CNN's) trains from waveform crops instead.
     """
 
-    def __init__(self, audio: AudioCache, frontend: torch.nn.Module) -> None:
+    def __init__(self, audio: AudioCache, frontend: LogMelFrontend) -> None:
         config = frontend.config
         if config.normalise == "clip":
             raise ValueError("a per-clip normalised front-end depends on the crop: train from waveforms")
@@ -181,10 +182,13 @@ class CropDataset(Dataset):
             raise ValueError("no training-side recordings to train on: check data.root and data.datasets")
         self.records = records
         self.cache = cache
-        logmel = isinstance(cache, LogMelCache)
-        self.window = cache.frames(window_samples) if logmel else window_samples
-        self.pad_value = cache.pad_value if logmel else 0.0
-        self.channel_axis = logmel  # log-mel crops get their channel axis: (F, T) -> (1, F, T)
+        self.window, self.pad_value, self.channel_axis = window_samples, 0.0, False
+        if isinstance(cache, LogMelCache):  # log-mel crops: frames, padded with silence, (F, T) -> (1, F, T)
+            self.window, self.pad_value, self.channel_axis = (
+                cache.frames(window_samples),
+                cache.pad_value,
+                True,
+            )
         self.crops = crops
         self.seed = seed
         self.epoch = 0

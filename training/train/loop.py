@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from acula.training.nets.factory import save_checkpoint
 from acula.training.nets.model import AculaAudioModel
+from acula.training.train.audio_dataset import CropDataset
 from acula.training.train.config import TrainConfig
 
 
@@ -164,7 +165,7 @@ def train(
     cfg: TrainConfig,
     objective: nn.Module,
     model: AculaAudioModel,
-    dataset: torch.utils.data.Dataset,
+    dataset: CropDataset,
     groups: list[dict],
     weights: dict[str, float],
     final_extra: dict | None = None,

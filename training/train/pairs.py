@@ -8,7 +8,6 @@ de-duplicated into one table, and a pair refers to its text by index, so identic
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from acula.training.data.records import Recording
-from acula.training.train.audio_dataset import AudioCache, CropDataset
+from acula.training.train.audio_dataset import AudioCache, CropDataset, LogMelCache
 
 
 def _field(report: Any, name: str) -> Any:
@@ -25,14 +24,12 @@ def _field(report: Any, name: str) -> Any:
 
 
 def read_reports(path: Path) -> list[Any]:
-    """Reports through ``training.reports.load_reports`` when present, else the JSONL read directly."""
+    """Reports as validated records (``acula.training.reports.load_reports``)."""
+    from acula.training.reports import load_reports
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"reports file {path} does not exist: write it with `acula reports write`")
-    try:
-        from acula.training.reports import load_reports  # type: ignore[attr-defined]
-    except ImportError:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        raise FileNotFoundError(f"reports file {path} does not exist: write it with `acula reports build`")
     return list(load_reports(path))
 
 
@@ -93,12 +90,17 @@ class PairDataset(CropDataset):
     """Item ``i`` -> ``(crop (S,), text index)``: a random window and one of the recording's report texts."""
 
     def __init__(
-        self, pairs: Pairs, cache: AudioCache, window_samples: int, crops: int = 1, seed: int = 0
+        self,
+        pairs: Pairs,
+        cache: AudioCache | LogMelCache,
+        window_samples: int,
+        crops: int = 1,
+        seed: int = 0,
     ) -> None:
         super().__init__(pairs.records, cache, window_samples, crops, seed)
         self.text_indices = pairs.text_indices
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         crop, rec_index = super().__getitem__(index)
         rng = np.random.default_rng([self.seed, self.epoch, index, 1])
         options = self.text_indices[rec_index]
