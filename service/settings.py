@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         "and inference included (504): the longest it holds an admission slot.",
     )
     keepalive_timeout_s: float = Field(default=5.0, gt=0, description="HTTP keep-alive timeout.")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Deadline for a request head (request line and headers) once the server waits for one; "
+        "past it the connection is closed (408 when a head was started).",
+    )
     body_timeout_s: float = Field(
         default=30.0,
         gt=0,

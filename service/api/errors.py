@@ -31,6 +31,7 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "Unsupported media type"),
     "too_large": (413, "Upload too large"),
     "body_timeout": (408, "Upload too slow"),
+    "header_timeout": (408, "Request headers too slow"),
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),
     "unauthorized": (401, "Missing or invalid API key"),

@@ -30,7 +30,7 @@ def build_server(settings: Any, app: Any = None) -> Any:
     HTTP/1.1 protocol with its header limits."""
     import uvicorn
 
-    from acula.service.api.protocol import ProblemH11Protocol
+    from acula.service.api.protocol import with_header_timeout
     from acula.service.app import create_app
 
     config = uvicorn.Config(
@@ -43,7 +43,7 @@ def build_server(settings: Any, app: Any = None) -> Any:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_keep_alive=math.ceil(settings.keepalive_timeout_s),
         timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown_s),
-        http=ProblemH11Protocol,
+        http=with_header_timeout(settings.header_timeout_s),
         h11_max_incomplete_event_size=settings.max_header_bytes,
         log_config=None,
         access_log=False,

@@ -308,6 +308,21 @@ def test_oversized_headers_get_431_problem_json_and_the_loop_stays_responsive(gu
     _problem(httpx.get(f"{guarded.url}/healthz", headers=many, timeout=5), "headers_too_large")
 
 
+def test_a_stalled_or_idle_request_head_is_closed_at_the_head_deadline(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """Slow headers hold no slot, but uvicorn alone kept such a connection for ever (its keep-alive timer
+    stops at the first byte); the service closes it after ACULA_HEADER_TIMEOUT_S."""
+    env = {"ACULA_HEADER_TIMEOUT_S": "1"}
+    with serve(tiny_bundle, tmp_path, env=env) as server, connect(server) as idle, connect(server) as stalled:
+        stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        started = time.monotonic()
+        status, _, body = read_response(stalled)
+        assert status == 408 and json.loads(body)["code"] == "header_timeout"
+        assert closed_by_server(stalled) and closed_by_server(idle, timeout=5)
+        assert time.monotonic() - started < 5
+
+
 # --- 10. a failed drain exits 0 -----------------------------------------------------------------------------
 def test_a_drain_that_cuts_requests_exits_non_zero_and_says_how_many(
     tiny_bundle: Path, tmp_path: Path

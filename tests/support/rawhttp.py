@@ -51,8 +51,9 @@ def multipart_body(recording: bytes, boundary: str = "b0undary") -> bytes:
     return part_head(boundary) + recording + f"\r\n--{boundary}--\r\n".encode()
 
 
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of one HTTP/1.1 response with a Content-Length."""
+def read_response(sock: socket.socket, has_body: bool = True) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one HTTP/1.1 response with a Content-Length (of its head only when
+    ``has_body`` is false: the answer to a HEAD request); what follows it (a second response) is left."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -62,12 +63,13 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     head, body = data.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
     headers = {name.strip().lower(): value.strip() for name, value in (ln.split(":", 1) for ln in lines[1:])}
-    while len(body) < int(headers.get("content-length", "0")):
+    length = int(headers.get("content-length", "0")) if has_body else 0
+    while len(body) < length:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("connection closed inside the response body")
         body += chunk
-    return int(lines[0].split()[1]), headers, body
+    return int(lines[0].split()[1]), headers, body[:length]
 
 
 def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
