@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -122,3 +123,16 @@ def serve(
         stop_timeout=30.0,
     ) as process:
         yield LiveServer(url, process, log_path)
+
+
+@contextmanager
+def serve_checked(
+    bundle: Path, tmp: Path, env: dict[str, str] | None = None, **options: Any
+) -> Iterator[LiveServer]:
+    """:func:`serve`, asserting afterwards that the server was still alive and never logged an unhandled
+    error (a 500) or a traceback: what every reliability fixture wants of the server it shared."""
+    with serve(bundle, tmp, env, **options) as server:
+        yield server
+        assert server.process.poll() is None, f"the server died:\n{server.logs()[-3000:]}"
+    logs = server.logs()
+    assert "unhandled error" not in logs and "Traceback" not in logs, logs[-3000:]
