@@ -15,10 +15,10 @@ Phases:
    stays bounded; starts skipped at the cap are counted, not hidden.
 
 Records per phase: throughput, p50/p95/p99/max of 200s (client side), every status, transport errors, the
-503 share, what refused (``admission``: before the body; ``runtime``: after it), the Retry-After values, the
-server's own latency by status from its ``/metrics`` histogram (without the time a request spent in this
-client, which on a small shared machine is most of it), the CPU used by server and client; over the run the
-server's RSS every second, the load average every 10 s, and requests sent vs responses received.
+503 share and why (the problem's code: ``overloaded`` is the admission, before the body), the Retry-After
+values, the server's own latency by status from its ``/metrics`` histogram (without the time a request spent
+in this client, which on a small shared machine is most of it), the CPU used by server and client; over the
+run the server's RSS every second, the load average every 10 s, and requests sent vs responses received.
 
 Usage (starts ``acula serve`` itself and stops it after)::
 
@@ -178,7 +178,7 @@ class Tally:
     all_latencies: list[float] = field(default_factory=list)  # seconds, every HTTP response
     refusal_latencies: list[float] = field(default_factory=list)  # seconds, 503s only
     retry_after: Counter = field(default_factory=Counter)  # Retry-After values seen on 503s
-    refused_by: Counter = field(default_factory=Counter)  # 503s: "admission" (headers) or "runtime" (queue)
+    refused_by: Counter = field(default_factory=Counter)  # 503s by problem code
     started: float = 0.0
     ended: float = 0.0
 
@@ -281,11 +281,11 @@ async def one_request(client: httpx.AsyncClient, url: str, body: bytes, tally: T
         tally.retry_after[response.headers.get("retry-after", "absent")] += 1
         tally.refusal_latencies.append(elapsed)
         try:
-            detail = str(response.json().get("detail", ""))
+            code = str(response.json().get("code", "unknown"))
         except ValueError:
-            detail = ""
-        # service/api/middleware.py AdmissionMiddleware says "(limit N)"; Runtime.run "being processed".
-        tally.refused_by["admission" if "(limit" in detail else "runtime"] += 1
+            code = "not problem+json"
+        # overloaded: the admission, before the body; not_ready, engine_error: after it.
+        tally.refused_by[code] += 1
 
 
 async def closed_loop(
