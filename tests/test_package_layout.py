@@ -91,3 +91,30 @@ def test_a_missing_plugin_package_means_its_commands_are_absent(monkeypatch: pyt
     monkeypatch.setattr(cli, "_plugins_missing", None)
     monkeypatch.setattr(cli, "entry_points", lambda group: [Entry()])
     assert cli.load_plugins() == ["ghost"]
+
+
+def test_the_python_api_embeds_and_predicts_as_the_cli_does(tiny_bundle: Path, tmp_path: Path) -> None:
+    """``acula.load`` is the API the README shows; ``acula embed`` writes the same vector."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    import acula
+    from acula.service.cli import full_app
+    from tests.support.bundles import write_wav
+
+    recording = write_wav(tmp_path / "recording.wav", 5.0)
+    model = acula.load(tiny_bundle, provider="cpu")
+    assert isinstance(model, acula.AculaModel)
+    embedded = model.embed(recording)
+    assert embedded.model.digest == f"sha256:{model.manifest.manifest_sha256}"
+    assert len(embedded.embedding) == model.manifest.encoder.embedding.shape[-1]
+    assert np.isclose(np.linalg.norm(embedded.joint), 1.0, atol=1e-5)
+    answer = model.predict(recording.read_bytes())  # bytes or a path, alike
+    assert answer.model == embedded.model and answer.input.duration_s == embedded.input.duration_s
+
+    out = tmp_path / "rows.npy"
+    result = CliRunner().invoke(
+        full_app(), ["embed", str(recording), "--bundle", str(tiny_bundle), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert np.allclose(np.load(out)[0], embedded.embedding, atol=1e-6)
