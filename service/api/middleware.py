@@ -40,7 +40,7 @@ log = logging.getLogger("acula.access")
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex (version ff is invalid). Anything else is
-# neither echoed nor logged: a header is client input, and a 60 KB one would be copied into every log line.
+# neither echoed nor logged: a header is client input, and a huge one would be copied into every log line.
 _TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
 # Routes that never need a key: probes and scrapes (their callers hold no key) and the API description.

@@ -2,11 +2,11 @@
 heads, answering what it refuses as problem+json.
 
 Why h11 rather than uvicorn's default httptools: httptools takes request headers of any size and count, and
-joins a header's pieces as they arrive, so one 200 MB header kept the event loop (and ``/healthz``) busy for
+joins a header's pieces as they arrive, so one huge header kept the event loop (and ``/healthz``) busy for
 seconds. h11 refuses a request line plus headers larger than ``h11_max_incomplete_event_size``, a limit
 uvicorn exposes, before buffering more; the service sets it to ``ACULA_MAX_HEADER_BYTES`` and counts headers
-itself (``RequestContextMiddleware``, 431). Parsing in Python costs a fraction of a millisecond per upload
-request (measured in docs/PERFORMANCE.md).
+itself (``RequestContextMiddleware``, 431). Parsing in Python costs more per request than httptools' C, but
+little beside decoding and inference (measured in docs/RELIABILITY.md).
 
 uvicorn also has no deadline for a request head: a client that connects and sends nothing, or a header byte
 now and then, holds its connection for ever (uvicorn's keep-alive timer stops at the first byte). Such a
