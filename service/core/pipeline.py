@@ -82,9 +82,9 @@ class Prediction:
     notices: list[Notice] = field(default_factory=list)
 
 
-# Batch sizes when none is configured. On CPU the encoder costs no less per window in big batches (the
-# default bundle ran 10-20 % more windows per second in 3-window batches than in 16-window ones on 2 cores),
-# and a big batch on one thread is a long wait for every request in it; an accelerator needs big batches.
+# Batch sizes when none is configured. On CPU the encoder costs no less per window in big batches (measured
+# in docs/PERFORMANCE.md), and a big batch on one thread is a long wait for every request in it; an
+# accelerator needs big batches.
 CPU_BATCH_SIZE = 8
 CUDA_BATCH_SIZE = 32
 
