@@ -243,6 +243,10 @@ class AdmissionMiddleware:
     ``/metrics``, ``/v1/model``) are never counted nor refused, so probes and scrapes are answered under any
     load. An admitted request has ``request_timeout_s`` for everything; past it, 504 ``timeout``.
 
+    Once its body is in, an admitted request is watched for its client going away before the answer: it is
+    then cancelled (a decode or a batch it still waits for never runs) and ends as a client disconnect, so a
+    client that uploads and hangs up cannot make the service work for nobody.
+
     A refused request's connection stays open: the server discards the rest of the unread body and the client
     reads the 503 once it has sent it (closing instead would make the kernel reset the connection under the
     client's upload, so it could lose the response)."""
@@ -271,16 +275,38 @@ class AdmissionMiddleware:
                 {"Retry-After": self.retry_after},
             )
             return
-        started = False
+        started = gone = False
+        body_in = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
 
         async def send_tracked(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        async def receive_tracked() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_in.set()
+            return message
+
+        async def watch() -> None:
+            nonlocal gone
+            await body_in.wait()
+            # The server answers a receive() after the body only at a disconnect or once the response is sent.
+            if (await receive())["type"] == "http.disconnect" and not started:
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
         try:
             async with asyncio.timeout(self.deadline_s):
-                await self.app(scope, receive, send_tracked)
+                await self.app(scope, receive_tracked, send_tracked)
+        except asyncio.CancelledError:
+            if gone and task.uncancel() == 0:  # cancelled by the watcher alone, not by the server
+                raise ClientDisconnect() from None
+            raise
         except TimeoutError:
             if started:  # the client is not reading its response: nothing more to say, the server closes it
                 log.info("response abandoned at the request deadline", extra={"error_code": "timeout"})
@@ -296,6 +322,7 @@ class AdmissionMiddleware:
                 {"Connection": "close"},
             )
         finally:
+            watcher.cancel()
             self.admission.leave()
 
 

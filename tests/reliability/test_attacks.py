@@ -40,7 +40,9 @@ from tests.support.rawhttp import (
     connect,
     in_flight,
     metric,
+    multipart_body,
     read_response,
+    request_head,
     rss_mib,
     upload_head,
     wait_until,
@@ -261,6 +263,25 @@ def test_clients_hanging_up_mid_upload_are_499_at_info_not_500(guarded: LiveServ
     lines = [json.loads(line) for line in guarded.logs().splitlines() if line.startswith("{")]
     closed = [line for line in lines if line.get("error_code") == "client_closed"]
     assert len(closed) >= 5 and all(line["level"] == "info" and line["status"] == 499 for line in closed)
+
+
+def test_a_client_that_uploads_and_hangs_up_is_499_and_its_work_is_dropped(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A whole upload, then the client goes away while its windows wait 3 s for a batch: counted as a client
+    disconnect at once, and the batch never computes its windows (nobody would read the answer)."""
+    env = {"ACULA_MAX_WAIT_MS": "3000", "ACULA_MAX_BATCH_SIZE": "64"}
+    with serve(tiny_bundle, tmp_path, env=env) as server:
+        body = multipart_body(RECORDING)
+        with connect(server) as sock:
+            sock.sendall(request_head(len(body)) + body)
+            time.sleep(0.5)  # decoded, waiting in the batcher
+        closed = 'acula_failures_total{code="client_closed"}'
+        assert wait_until(lambda: metric(server, closed) == 1, timeout=2)
+        time.sleep(3.5)  # past the batch's wait: its windows were dropped, not computed
+        assert metric(server, "acula_windows_total") == 0
+        assert _post(server).status_code == 200 and metric(server, "acula_windows_total") > 0
+        assert metric(server, 'acula_failures_total{code="internal"}') == 0
 
 
 # --- 8. the body read before the key is checked -----------------------------------------------------------
