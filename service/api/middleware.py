@@ -45,7 +45,7 @@ _TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]
 _QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
 # Routes that never need a key: probes and scrapes (their callers hold no key) and the API description.
 PUBLIC_ROUTES = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
 CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the response"
 
