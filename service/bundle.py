@@ -118,15 +118,18 @@ class ProbeDomain(_Strict):
 
 
 class Calibration(_Strict):
-    """Temperature scaling of a classifier's logits, fitted on held-out parts of its training side.
+    """Logits ``z`` become ``z / temperature + shift`` before the softmax or sigmoid, fitted on held-out
+    parts of the classifier's training side (``affine``: Platt scaling per output, or bias-corrected
+    temperature scaling for a softmax; ``temperature``: no shift).
 
-    The temperature itself is stored in the probe's ``.npz`` (``temperature``), which is what the service
-    applies; these figures document it. ECE: expected calibration error (equal-width bins) of the predicted
-    class's probability, on the probe's test side, before and after scaling.
+    The probe's ``.npz`` holds what the service applies: ``temperature``, and the shift folded into its bias.
+    These figures document it. ECE: expected calibration error (equal-width bins) of the predicted class's
+    probability, on the probe's test side, before and after.
     """
 
-    method: Literal["temperature"] = "temperature"
+    method: Literal["temperature", "affine"] = "temperature"
     temperature: list[float] = Field(description="One per output (multilabel) or a single value.")
+    shift: list[float] = Field(default_factory=list, description="Per output; in the .npz's bias already.")
     fitted_on: int = Field(ge=0, description="Out-of-fold training-side recordings the temperature saw.")
     ece_before: float = Field(ge=0, le=1)
     ece_after: float = Field(ge=0, le=1)

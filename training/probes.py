@@ -5,10 +5,10 @@ weights (one per label for multilabel tasks) or ridge regression on a standardis
 hyperparameter (C or alpha) is chosen on a subject-grouped validation split of the training side, then the
 probe is refitted on all of it. Deterministic: no seeds beyond the fixed split.
 
-Classifiers are then calibrated: a temperature (one per label for multilabel probes) fitted on out-of-fold
-logits of the training side, subject-grouped K-fold with the chosen hyperparameter
-(:mod:`training.calibration`); the probe shipped is the one fitted on all of the training side, with that
-temperature stored beside its weights.
+Classifiers are then calibrated: a temperature and a shift per output fitted on out-of-fold logits of the
+training side, subject-grouped K-fold with the chosen hyperparameter (:mod:`acula.training.calibration`);
+the probe shipped is the one fitted on all of the training side, with the temperature stored beside its
+weights and the shift folded into its bias.
 
 A fitted probe is kept as the arrays of its ``.npz`` (float32, exactly as a bundle stores them) and always
 scored through the service's own :class:`~acula.service.core.probes.LinearProbe`, so a benchmark number, a
@@ -30,7 +30,7 @@ import numpy as np
 from acula.service.bundle import ProbeSpec
 from acula.service.core.probes import LinearProbe
 from acula.training.bench.metrics import TaskKind, higher_is_better, score_task
-from acula.training.calibration import fit_temperature
+from acula.training.calibration import Calibrator, fit_calibration
 
 ManifestKind = Literal["classification", "multilabel", "regression"]
 LOGISTIC_C = (0.001, 0.01, 0.1, 1.0)
@@ -175,15 +175,21 @@ class LinearFit:
     kind: TaskKind
     arrays: dict[str, np.ndarray]
     choice: dict[str, object]
-    calibrated_on: int = 0  # training-side rows whose out-of-fold logits fitted the temperature
+    calibrated_on: int = 0  # training-side rows whose out-of-fold logits fitted the calibration
+    calibrator: Calibrator | None = None  # already applied to ``arrays`` (temperature, shift in the bias)
 
     @property
     def temperature(self) -> np.ndarray | None:
         return self.arrays.get("temperature")
 
     def uncalibrated(self) -> LinearFit:
-        """The same probe without its temperature (what the probabilities were before calibration)."""
+        """The same probe without its calibration (what the probabilities were before it)."""
         arrays = {key: value for key, value in self.arrays.items() if key != "temperature"}
+        if self.calibrator is not None:  # take the shift back out of the bias
+            bias = (
+                self.arrays["bias"].astype(np.float64) - self.calibrator.shift * self.calibrator.temperature
+            )
+            arrays["bias"] = bias.astype(np.float32)
         return LinearFit(self.kind, arrays, self.choice)  # calibrated on nothing
 
     def save(self, file: Path | IO[bytes]) -> None:
@@ -289,9 +295,11 @@ def fit_linear_probe(
         if logits is not None:
             # A row whose class no other fold had gets logit -inf for it: it says nothing about the scale.
             seen = np.isfinite(logits[np.arange(len(y)), y]) if kind == "multiclass" else slice(None)
-            arrays["temperature"] = fit_temperature(kind, logits[seen], y[seen])
-            choice["temperature"] = arrays["temperature"].tolist()
-            return LinearFit(kind, _as_stored(arrays), choice, calibrated_on=len(z))
+            calibrator = fit_calibration(kind, logits[seen], y[seen])
+            arrays["temperature"] = calibrator.temperature
+            arrays["bias"] = arrays["bias"] + calibrator.shift * calibrator.temperature  # (z + s T) / T
+            choice |= {"temperature": calibrator.temperature.tolist(), "shift": calibrator.shift.tolist()}
+            return LinearFit(kind, _as_stored(arrays), choice, len(z), calibrator)
     return LinearFit(kind, _as_stored(arrays), choice)
 
 

@@ -37,7 +37,7 @@ class SchemeResult:
     n_eval: int = 0
     rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))  # pooled evaluated rows
     scores: np.ndarray = field(default_factory=lambda: np.empty(0))  # their scores (first seed for opera)
-    uncalibrated: np.ndarray | None = None  # the same rows before temperature scaling (calibrated probes)
+    uncalibrated: np.ndarray | None = None  # the same rows before calibration (calibrated probes)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready numbers (no arrays)."""

@@ -103,7 +103,7 @@ def reliability_figure(
     """Reliability diagram: accuracy against confidence of the predicted class, per equal-width bin.
 
     ``curves[encoder] = (y, scores, uncalibrated scores or None)`` in the benchmark's layout; the
-    calibrated curve is solid, the same probe before temperature scaling dotted, ECE in the legend.
+    calibrated curve is solid, the same probe before calibration dotted, ECE in the legend.
     """
     from acula.training.bench.metrics import expected_calibration_error, reliability
 

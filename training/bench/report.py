@@ -129,7 +129,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def calibration_table(calibration: dict[str, Any], probe: str) -> list[str]:
-    """Expected calibration error per task and row, before and after temperature scaling."""
+    """Expected calibration error per task and row, before and after calibration."""
     names = sorted({enc for rows in calibration.values() for enc in rows})
     lines = [f"## Calibration of the {probe} probe (test side; reliability diagrams in plots/)", ""]
     lines += ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -145,7 +145,7 @@ def calibration_table(calibration: dict[str, Any], probe: str) -> list[str]:
     return lines + [
         "",
         "ECE: expected calibration error, 10 equal-width bins (lower is better); a -> b: "
-        "without -> with the temperature fitted on out-of-fold training-side logits.",
+        "without -> with the temperature and shift fitted on out-of-fold training-side logits.",
         "",
     ]
 

@@ -40,7 +40,9 @@ def _calibration(calibration: Calibration | None) -> str:
     if calibration is None:
         return "not calibrated"
     temperature = ", ".join(f"{t:.2f}" for t in calibration.temperature)
-    return f"T {temperature}; ECE {calibration.ece_before:.3f} -> {calibration.ece_after:.3f}"
+    shift = ", ".join(f"{s:+.2f}" for s in calibration.shift)
+    scaled = f"T {temperature}" + (f", shift {shift}" if shift else "")
+    return f"{scaled}; ECE {calibration.ece_before:.3f} -> {calibration.ece_after:.3f}"
 
 
 def _metrics_table(manifest: Manifest) -> str:
@@ -60,9 +62,9 @@ def _metrics_table(manifest: Manifest) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines.append(
         "\nDomain: sound types, population, dataset and recording conditions of the probe's training side; "
-        "the service answers a probe only for uploads inside it. Calibration: the temperature T dividing the "
-        "logits, fitted on out-of-fold logits of the training side, and the expected calibration error "
-        "(10 equal-width bins) on the held-out side before and after it."
+        "the service answers a probe only for uploads inside it. Calibration: logits z become z / T + shift, "
+        "with T and the shift fitted on out-of-fold logits of the training side, and the expected "
+        "calibration error (10 equal-width bins) on the held-out side before and after it."
     )
     return "\n".join(lines) + "\n"
 

@@ -62,7 +62,9 @@ def calibration(fit: LinearFit, y_test: np.ndarray, x_test: np.ndarray) -> Calib
     before = expected_calibration_error(fit.kind, y_test, fit.uncalibrated().scores(x_test), ECE_BINS)
     after = expected_calibration_error(fit.kind, y_test, fit.scores(x_test), ECE_BINS)
     return Calibration(
+        method="affine",
         temperature=[float(t) for t in fit.temperature],
+        shift=[round(float(s), 6) for s in fit.calibrator.shift] if fit.calibrator is not None else [],
         fitted_on=fit.calibrated_on,
         ece_before=round(before, 4),
         ece_after=round(after, 4),
