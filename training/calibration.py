@@ -84,7 +84,11 @@ def fit_calibration(kind: TaskKind, logits: np.ndarray, y: np.ndarray) -> Calibr
         temperatures, shifts = [], []
         for j in range(logits.shape[1]):
             column, target = logits[:, j], y[:, j]
-            t, s = _minimise(lambda t, s, c=column, v=target: _binary_nll(c / t + s[0], v), 1)
+
+            def column_nll(t: float, s: np.ndarray, c: np.ndarray = column, v: np.ndarray = target) -> float:
+                return _binary_nll(c / t + s[0], v)
+
+            t, s = _minimise(column_nll, 1)
             temperatures.append(t)
             shifts.append(s[0])
         return Calibrator(np.asarray(temperatures), np.asarray(shifts))
