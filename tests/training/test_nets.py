@@ -113,3 +113,19 @@ def test_onnx_round_trip(tmp_path, encoder: str) -> None:
         for g, w in zip(got, want, strict=True):
             assert g.shape == w.shape
             assert np.abs(g - w).max() <= 1e-4
+
+
+def test_embedding_can_carry_the_joint_beside_the_features(tmp_path) -> None:
+    """With embedding_includes_joint the exported embedding is [features ‖ joint], in torch and in ONNX."""
+    model = build_model(tiny_config(text_dim=8, embedding_includes_joint=True)).eval()
+    wave = torch.randn(3, 16000)
+    embedding, joint = model(wave)
+    assert model.embedding_dim == 24 + 16 and embedding.shape == (3, 40)
+    assert torch.equal(embedding[:, :24], model.encode_audio(wave)) and torch.equal(embedding[:, 24:], joint)
+    session = export_and_open(model, tmp_path / "encoder.onnx", ["embedding", "joint"], 4000, 160000)
+    got = session.run(None, {"waveform": wave.numpy()})
+    assert got[0].shape == (3, 40)
+    assert np.abs(got[0] - embedding.detach().numpy()).max() <= 1e-4
+    # A checkpoint keeps the choice, so the bundle exported from it embeds the same way.
+    save_checkpoint(tmp_path / "m.pt", model)
+    assert load_checkpoint(tmp_path / "m.pt").embedding_dim == 40

@@ -57,6 +57,13 @@ class ModelConfig(BaseModel):
         "(384 mean, 1,536 freq) and is filled in when not given.",
     )
     joint_dim: int = Field(256, ge=8, description="Joint audio-text space J.")
+    embedding_includes_joint: bool = Field(
+        False,
+        description="The exported embedding is [encoder features D ‖ joint J] rather than the features "
+        "alone, so that the probes, the out-of-distribution reference and the sound-type gate read what "
+        "alignment learnt too (a pretrained backbone that alignment barely moves keeps its features intact "
+        "beside it). Set by alignment (align.embedding_includes_joint).",
+    )
     text_dim: int | None = Field(
         None, description="Teacher hidden size H; set by alignment, None for an SSL-only model."
     )
@@ -143,7 +150,9 @@ class AculaAudioModel(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        return self.config.embedding_dim
+        """Width of the exported ``embedding`` output (features, plus the joint when configured)."""
+        joint = self.config.joint_dim if self.config.embedding_includes_joint else 0
+        return self.config.embedding_dim + joint
 
     @property
     def joint_dim(self) -> int:
@@ -158,8 +167,14 @@ class AculaAudioModel(nn.Module):
         return self.encoder.patch
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.encode_audio(waveform)  # (B, S) -> (B, D)
-        return embedding, self.audio_head(embedding)  # (B, D) -> (B, J)
+        return self.outputs(self.encode_audio(waveform))  # (B, S) -> (B, D)
+
+    def outputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features ``(B, D)`` -> (embedding ``(B, D)`` or ``(B, D + J)``, joint ``(B, J)``)."""
+        joint = self.audio_head(features)  # (B, D) -> (B, J)
+        if self.config.embedding_includes_joint:
+            return torch.cat([features, joint], dim=1), joint
+        return features, joint
 
     def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.frontend(waveform))  # (B, S) -> (B, 1, F, T) -> (B, D)

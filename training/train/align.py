@@ -130,7 +130,8 @@ def starting_model(config: AlignConfig, text_dim: int) -> AculaAudioModel:
         base = build_model(config.model)
     else:
         raise ValueError("align needs init_checkpoint (the SSL checkpoint) or, for a random start, model")
-    model = build_model(base.config.model_copy(update={"text_dim": text_dim}), load_weights=False)
+    update = {"text_dim": text_dim, "embedding_includes_joint": config.embedding_includes_joint}
+    model = build_model(base.config.model_copy(update=update), load_weights=False)
     result = model.load_state_dict(base.state_dict(), strict=False)
     unexpected = list(result.unexpected_keys)
     if base.config.text_dim not in (None, text_dim):  # a previous teacher's head: drop it, train a new one
@@ -238,7 +239,8 @@ def evaluate(
         before_name = str(read_checkpoint(config.init_checkpoint).get("stage", "start"))
     else:  # the same start alignment had: the pretrained weights the config names, or the seeded random init
         torch.manual_seed(config.seed)
-        before = build_model(aligned.config.model_copy(update={"text_dim": None})).eval()
+        start = {"text_dim": None, "embedding_includes_joint": False}
+        before = build_model(aligned.config.model_copy(update=start)).eval()
         pretrained = aligned.config.encoder == "mobilenet" and aligned.config.mobilenet.pretrained is not None
         before_name = "pretrained" if pretrained else "random_init"
     results = retrieval_report(

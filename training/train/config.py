@@ -152,6 +152,11 @@ class AlignConfig(TrainConfig):
     freeze_batchnorm: bool = Field(
         False, description="Keep the encoder's BatchNorm statistics as they were (eval mode) while aligning."
     )
+    embedding_includes_joint: bool = Field(
+        False,
+        description="The aligned model's embedding (what the probes read) is [encoder features ‖ joint] "
+        "rather than the features alone; see ModelConfig.embedding_includes_joint.",
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
