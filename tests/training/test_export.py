@@ -25,10 +25,17 @@ from acula.service.bundle import (
     load_manifest,
     write_manifest,
 )
+from acula.training.data import load_records
 from acula.training.data.records import Recording
 from acula.training.export import ExportOptions, ProbeTask, export_bundle
 from acula.training.export.index import CorpusRefused, build_index
-from acula.training.export.onnx import ExportError, check_parity, export_encoder, parity_cases
+from acula.training.export.onnx import (
+    ExportError,
+    check_parity,
+    export_encoder,
+    parity_cases,
+    parity_recordings,
+)
 from acula.training.nets.cnn import CNNConfig
 from acula.training.nets.factory import build_model, save_checkpoint
 from acula.training.nets.frontend import FrontendConfig
@@ -282,3 +289,13 @@ def test_text_side_searches_the_report_index_without_torch(
     assert hits[0].text == text
     assert hits[0].score == pytest.approx(1.0, abs=0.02)
     assert report_id in {hit.id for hit in hits if hit.text == text}
+
+
+def test_parity_recordings_cover_every_native_rate(shared_data: Path) -> None:
+    """One recording per stored sample rate comes first (2, 4, 8 and 16 kHz in ../shared/data)."""
+    records = [r for r in load_records(shared_data, None) if r.is_training_side]
+    chosen, samples = parity_recordings(records, lambda r: np.zeros(4, np.float32), count=6)
+    rates = {r.native_rate for r in records}
+    assert {r.native_rate for r in chosen[: len(rates)]} == rates
+    assert len(chosen) == len(samples) == min(6, len(records))
+    assert all(r.is_training_side for r in chosen)

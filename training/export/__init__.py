@@ -141,12 +141,19 @@ def export_bundle(
     )
     encoder_spec = onnx.encoder_spec(model)
     embedder = RecordingEmbedder(onnx_path, encoder_spec, contract, options.cache_dir)
-    real = onnx.parity_recordings(records, embedder.samples)
+    parity_records, real = onnx.parity_recordings(records, embedder.samples)
     cases = onnx.parity_cases(
         real, contract.window_samples, round(contract.min_seconds * contract.sample_rate)
     )
     parity = onnx.check_parity(model, onnx_path, cases, options.parity_tolerance)
-    notes |= {"parity_tolerance": options.parity_tolerance, "parity_per_output": parity.per_output}
+    notes |= {
+        "parity_tolerance": options.parity_tolerance,
+        "parity_per_output": parity.per_output,
+        "parity_recordings": [
+            {"id": f"{r.dataset}/{r.recording_id}", "native_rate": r.native_rate, "seconds": r.duration_s}
+            for r in parity_records
+        ],
+    }
     steps.done(f"encoder.onnx: parity max |diff| {parity.max_abs_diff:.2e} over shapes {parity.cases}")
 
     steps.start("probes")

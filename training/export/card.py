@@ -135,6 +135,8 @@ def render_model_card(manifest: Manifest, notes: dict[str, Any]) -> str:
     differences = notes.get("differences_from_default", "")
     parity = notes.get("parity_max_abs_diff")
     parity_text = f"{parity:.2e}" if isinstance(parity, float) else "n/a"
+    rates = sorted({r["native_rate"] for r in notes.get("parity_recordings", []) if r.get("native_rate")})
+    rates_text = f" (stored at {', '.join(f'{r / 1000:g}' for r in rates)} kHz)" if rates else ""
     tolerance = notes.get("parity_tolerance", 1e-4)
     if isinstance(tolerance, float) and tolerance > 1e-4:
         parity_text += f" (per output {notes.get('parity_per_output')}; tolerance raised to {tolerance:g})"
@@ -169,7 +171,7 @@ test set, which holds unseen recordings of training patients (its inter-patient 
 {_encoder_text(manifest)}
 - Teacher: {manifest.provenance.teacher or "none"}.
 - Export: ONNX opset {manifest.encoder.opset}; onnxruntime vs torch max absolute difference {parity_text} on
-  real recordings of several lengths and batch sizes.
+  real recordings{rates_text} of several lengths and batch sizes.
 - Report index: {index_text}. Index vectors: {notes.get("index_vectors", "n/a")}.
 - Text side: {text_side}.
 - Project commit: `{manifest.provenance.project_commit}`; created {manifest.provenance.created}. The full run

@@ -94,20 +94,22 @@ class ParityResult:
 
 
 def parity_recordings(
-    records: Sequence[Recording], load: Callable[[Recording], np.ndarray], count: int = 4
-) -> list[np.ndarray]:
-    """``count`` real training-side recordings, taken round-robin over datasets (rates and lengths differ)."""
-    by_dataset: dict[str, list[Recording]] = {}
+    records: Sequence[Recording], load: Callable[[Recording], np.ndarray], count: int = 6
+) -> tuple[list[Recording], list[np.ndarray]]:
+    """Real training-side recordings, one per native sample rate (then round-robin over rates up to
+    ``count``): a 2 kHz heart sound resampled to the front-end's rate has an empty upper half-spectrum, a
+    16 kHz cough a full one, so the parity cases cover what the service will feed the encoder."""
+    by_rate: dict[int, list[Recording]] = {}
     for record in records:
         if record.is_training_side:
-            by_dataset.setdefault(record.dataset, []).append(record)
-    queues = [items[len(items) // 2 :] + items[: len(items) // 2] for _, items in sorted(by_dataset.items())]
+            by_rate.setdefault(record.native_rate or 0, []).append(record)
+    queues = [items[len(items) // 2 :] + items[: len(items) // 2] for _, items in sorted(by_rate.items())]
     chosen: list[Recording] = []
     while len(chosen) < count and any(queues):
         for queue in queues:
             if queue and len(chosen) < count:
                 chosen.append(queue.pop(0))
-    return [load(r) for r in chosen]
+    return chosen, [load(r) for r in chosen]
 
 
 def parity_cases(recordings: list[np.ndarray], window: int, min_samples: int) -> list[np.ndarray]:
