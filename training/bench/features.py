@@ -208,8 +208,7 @@ class TorchEncoder(WindowEncoder):
             for start in range(0, len(windows), self.batch_windows):
                 batch = torch.from_numpy(windows[start : start + self.batch_windows])
                 # The FFT front-end: the exported conv1d DFT's log-mel within 1e-4, at a fraction of the cost.
-                features = model.encoder(model.frontend(batch, fft=True))  # (B, S) -> (B, 1, F, T) -> (B, D)
-                emb, joint = model.outputs(features)
+                emb, joint = model(batch, fft=True)  # (B, S) -> (B, D'), (B, J)
                 embeddings.append(emb.numpy())
                 joints.append(joint.numpy())
         return np.concatenate(embeddings), np.concatenate(joints)

@@ -166,8 +166,9 @@ class AculaAudioModel(nn.Module):
     def patch(self) -> tuple[int, int]:
         return self.encoder.patch
 
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.outputs(self.encode_audio(waveform))  # (B, S) -> (B, D)
+    def forward(self, waveform: torch.Tensor, fft: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``fft=True`` computes the log-mel by torch.stft (evaluation in torch; the export keeps the DFT)."""
+        return self.outputs(self.encode_audio(waveform, fft))  # (B, S) -> (B, D)
 
     def outputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder features ``(B, D)`` -> (embedding ``(B, D)`` or ``(B, D + J)``, joint ``(B, J)``)."""
@@ -176,8 +177,8 @@ class AculaAudioModel(nn.Module):
             return torch.cat([features, joint], dim=1), joint
         return features, joint
 
-    def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.frontend(waveform))  # (B, S) -> (B, 1, F, T) -> (B, D)
+    def encode_audio(self, waveform: torch.Tensor, fft: bool = False) -> torch.Tensor:
+        return self.encoder(self.frontend(waveform, fft))  # (B, S) -> (B, 1, F, T) -> (B, D)
 
     def encode_text(self, teacher_embeddings: torch.Tensor) -> torch.Tensor:
         """Frozen-teacher embeddings ``(B, H)`` -> joint ``(B, J)``; needs an aligned model."""

@@ -41,7 +41,7 @@ def embed_recordings(
     flat = np.concatenate(windows)
     emb_parts, joint_parts = [], []
     for start in range(0, len(flat), batch):
-        e, j = model(torch.from_numpy(flat[start : start + batch]).to(device))
+        e, j = model(torch.from_numpy(flat[start : start + batch]).to(device), fft=True)
         emb_parts.append(e.float().cpu().numpy())
         joint_parts.append(j.float().cpu().numpy())
     emb, joint = np.concatenate(emb_parts), np.concatenate(joint_parts)
