@@ -12,6 +12,7 @@ import torch
 
 from acula.service.bundle import NOT_AUSCULTATION, SOUND_TYPES, Manifest, load_manifest
 from acula.training.data.records import Recording
+from acula.training.data.sound_types import sound_type
 from acula.training.data.synthetic import GENERATORS
 from acula.training.export import ExportOptions, export_bundle
 from acula.training.export.inputs import probe_tasks
@@ -122,6 +123,12 @@ def test_sound_type_classifier_is_held_out_on_every_dataset(
     with_test_side = {r.dataset for r in records if r.split.startswith("test")} | {"generated"}
     assert {k.split("/", 1)[1] for k in spec.metrics if k.startswith("accuracy/")} == with_test_side
     assert 0.0 <= spec.metrics["accuracy"] <= 1.0 and 0.2 <= spec.min_probability <= 0.95
+    # Band-limited copies trained it and are scored held out (every test recording stored above a limit).
+    assert {"band_limited_accuracy/4000", "band_limited_accuracy/2000"} <= set(spec.metrics)
+    originals = sum(1 for r in records if r.split == "train" and sound_type(r)) + GENERATED_TRAIN * len(
+        GENERATORS
+    )
+    assert spec.metrics["n_train"] > originals
     assert spec.calibration is not None
     with np.load(bundle / spec.file) as arrays:
         assert set(arrays.files) == {"weight", "bias", "mean", "scale", "temperature"}

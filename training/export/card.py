@@ -75,6 +75,18 @@ def _sound_type_section(spec: SoundTypeSpec | None) -> str:
     per_dataset = ", ".join(
         f"{k.split('/', 1)[1]} {v:.3f}" for k, v in spec.metrics.items() if k.startswith("accuracy/")
     )
+    limited = ", ".join(
+        f"{int(k.split('/', 1)[1]) / 1000:g} kHz {v:.3f}"
+        for k, v in spec.metrics.items()
+        if k.startswith("band_limited_accuracy/")
+    )
+    limited_text = (
+        f" The same held-out recordings band-limited as a stethoscope storing that rate would ({limited}); "
+        "the classifier also trained on band-limited copies, so that bandwidth does not stand in for the "
+        "sound type."
+        if limited
+        else ""
+    )
     header = "| true \\ predicted | " + " | ".join(spec.labels) + " |"
     lines = [header, "|---" * (len(spec.labels) + 1) + "|"]
     for name, row in zip(spec.labels, spec.confusion, strict=True):
@@ -86,7 +98,7 @@ def _sound_type_section(spec: SoundTypeSpec | None) -> str:
         f"{spec.metrics.get('accuracy', float('nan')):.3f} (per dataset: {per_dataset}); "
         f"{_calibration(spec.calibration)}. Answers below probability {spec.min_probability:.2f} count as "
         f"unknown (held-out accuracy above it {spec.metrics.get('accuracy_above_min_probability', 0):.3f}, "
-        f"covering {spec.metrics.get('coverage', 0):.1%} of the held-out recordings).\n"
+        f"covering {spec.metrics.get('coverage', 0):.1%} of the held-out recordings).{limited_text}\n"
         "Not-auscultation examples are generated (speech by espeak-ng, music-like tones, coloured noise, "
         "mains hum, clicks, near-silence), not recorded.\n\n"
         f"Confusion on {spec.confusion_source}:\n\n" + "\n".join(lines) + "\n"

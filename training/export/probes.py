@@ -31,11 +31,13 @@ ECE_BINS = 10
 
 @dataclass
 class FittedProbe:
-    """A saved probe's spec, and its held-out targets and (calibrated) scores for further figures."""
+    """A saved probe's spec, its held-out targets and (calibrated) scores for further figures, and the fit
+    itself, to score further held-out embeddings."""
 
     spec: ProbeSpec
     y_test: np.ndarray
     test_scores: np.ndarray
+    fit: LinearFit
 
 
 def class_order(task: ProbeTask) -> list[str]:
@@ -105,7 +107,7 @@ def fit_probe(
         domain=task.domain,
         calibration=calibration(fit, y_test, x_test),
     )
-    return FittedProbe(spec, y_test, scores)
+    return FittedProbe(spec, y_test, scores, fit)
 
 
 def usable_task(task: ProbeTask, embedder: RecordingEmbedder, log: Log) -> ProbeTask:

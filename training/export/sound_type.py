@@ -6,6 +6,12 @@ ordinary calibrated probe over the same pooled embedding, trained on the trainin
 (:mod:`training.data.synthetic`) for "not auscultation". Its confusion matrix counts held-out recordings
 only: the test side of every dataset's split and generated clips from seeds training never used.
 
+Bandwidth is not a sound type. In ../shared/data heart sounds are stored at 2-4 kHz and lung sounds mostly at
+8 kHz, so a classifier left alone learns "band-limited means heart", and a lung recording from a 4 kHz
+stethoscope is gated as a heart sound. Every training-side recording stored above a limit in
+:data:`BAND_LIMITS_HZ` therefore enters a second time, band-limited to one of them, and the held-out metrics
+include the test side band-limited the same way (``band_limited_accuracy/<Hz>``).
+
 ``min_probability`` is chosen on those held-out recordings: the lowest calibrated confidence, on a 0.05
 grid, above which the held-out answers are at least :data:`TARGET_ACCURACY` correct. Below it the service
 treats the sound type as unknown rather than gate on a guess.
@@ -20,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from acula.service.bundle import NOT_AUSCULTATION, SOUND_TYPES, ProbeDomain, SoundTypeSpec
+from acula.service.core.windowing import cut_windows
 from acula.training.data.records import Recording
 from acula.training.data.sound_types import sound_type
 from acula.training.data.synthetic import DATASET as GENERATED
@@ -29,6 +36,7 @@ from acula.training.export.probes import fit_probe, usable_task
 
 Log = Callable[[str], None]
 LABELS = [*SOUND_TYPES, NOT_AUSCULTATION]
+BAND_LIMITS_HZ = (4000, 2000)  # sample rates of common electronic stethoscopes' recordings
 TARGET_ACCURACY = 0.95
 CONFUSION_SOURCE = (
     "held-out recordings: the test side of every dataset's subject-level split, and generated "
@@ -79,6 +87,37 @@ def min_probability(confidence: np.ndarray, correct: np.ndarray) -> tuple[float,
     return 0.95, accuracy, float(kept.mean())
 
 
+def band_limit(samples: np.ndarray, rate: int, limit: int) -> np.ndarray:
+    """``samples`` at ``rate`` as a recording stored at ``limit`` Hz would sound, back at ``rate``."""
+    import soxr
+
+    low = soxr.resample(samples, rate, limit, quality="HQ")
+    return np.asarray(soxr.resample(low, limit, rate, quality="HQ"), dtype=np.float32)
+
+
+def band_limited(
+    pairs: Sequence[tuple[Recording, Any]], embedder: RecordingEmbedder, batch_size: int, every_limit: bool
+) -> tuple[list[tuple[Recording, Any]], list[int], np.ndarray]:
+    """Embeddings of band-limited copies of the recordings stored above a limit: one limit per recording,
+    taken in turn (training), or every limit (held-out figures). Returns the pairs, each copy's limit and
+    the ``(n, D)`` embeddings."""
+    rate = embedder.contract.sample_rate
+    chosen: list[tuple[Recording, Any]] = []
+    limits: list[int] = []
+    for index, (record, target) in enumerate(pairs):
+        below = [limit for limit in BAND_LIMITS_HZ if (record.native_rate or rate) > limit]
+        if not below:
+            continue
+        for limit in below if every_limit else below[index % len(below) :][:1]:
+            chosen.append((record, target))
+            limits.append(limit)
+    rows = []
+    for (record, _), limit in zip(chosen, limits, strict=True):
+        windows = cut_windows(band_limit(embedder.samples(record), rate, limit), embedder.contract)
+        rows.append(embedder.embed_windows(windows, batch_size)[0])
+    return chosen, limits, np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+
+
 def fit_sound_type(
     task: ProbeTask, embedder: RecordingEmbedder, out_dir: Path, log: Log, batch_size: int
 ) -> SoundTypeSpec:
@@ -86,7 +125,10 @@ def fit_sound_type(
     task = usable_task(task, embedder, log)
     x_train, _ = embedder.embed([r for r, _ in task.train], batch_size)
     x_test, _ = embedder.embed([r for r, _ in task.test], batch_size)
-    fitted = fit_probe(task, x_train, x_test, out_dir, file="sound_type.npz")
+    copies, _, x_copies = band_limited(task.train, embedder, batch_size, every_limit=False)
+    log(f"sound type: {len(copies)} band-limited training copies ({', '.join(map(str, BAND_LIMITS_HZ))} Hz)")
+    task = task.with_recordings(task.train + copies, task.test)
+    fitted = fit_probe(task, np.concatenate([x_train, x_copies]), x_test, out_dir, file="sound_type.npz")
     truth = fitted.y_test
     predicted = fitted.test_scores.argmax(axis=1)
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=int)
@@ -97,6 +139,13 @@ def fit_sound_type(
     datasets = np.asarray([r.dataset for r, _ in task.test])
     for dataset in sorted(set(datasets)):
         metrics[f"accuracy/{dataset}"] = round(float(correct[datasets == dataset].mean()), 4)
+    held_out, limits, x_limited = band_limited(task.test, embedder, batch_size, every_limit=True)
+    if held_out:
+        truth_limited = np.asarray([LABELS.index(y) for _, y in held_out])
+        right = fitted.fit.scores(x_limited).argmax(axis=1) == truth_limited
+        for limit in sorted(set(limits)):
+            chosen = np.asarray(limits) == limit
+            metrics[f"band_limited_accuracy/{limit}"] = round(float(right[chosen].mean()), 4)
     if not np.isnan(accuracy):
         metrics["accuracy_above_min_probability"] = round(accuracy, 4)
     metrics["coverage"] = round(coverage, 4)
