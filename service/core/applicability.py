@@ -14,8 +14,12 @@ The rules:
   the classifier's own answer is still reported, and a warning says when it confidently disagrees. Without
   one, the classifier's top class is used (source ``model``) when its probability reaches the manifest's
   ``min_probability``; a confident ``not_auscultation`` refuses the upload (the service's 422); an
-  uncertain answer runs no probe and asks the client to state the sound type. A bundle without a classifier
-  and no client statement: source ``none``, no probe with a known domain runs.
+  uncertain answer runs no probe and asks the client to state the sound type. So does an upload flagged
+  out of distribution: the classifier's accuracy was measured on recordings like the training ones, and an
+  adult lung recording from an unseen stethoscope can look more like the training heart sounds than like
+  the training lung sounds, which would put a heart-valve probe's confident answer on a lung recording.
+  A bundle without a classifier and no client statement: source ``none``, no probe with a known domain
+  runs.
 - Diagnostic and quality probes run when their domain's sound types include the upload's, and, when the
   client states an age group, their population matches it (``mixed`` matches both).
 - Demographic probes (age, sex) are benchmark tasks, not findings: they run only when named.
@@ -160,10 +164,13 @@ class Selection:
 
 
 def decide_sound_type(
-    stated: SoundType | None, model: TaskOutput | None, min_probability: float
+    stated: SoundType | None,
+    model: TaskOutput | None,
+    min_probability: float,
+    out_of_distribution: bool = False,
 ) -> SoundTypeDecision:
     """The sound type to gate on, from the client's statement and the classifier's answer (either may be
-    missing). See the module docstring for the rules."""
+    missing), and whether the upload was flagged out of distribution. See the module docstring."""
     top = model.label if model is not None else None
     top_p = model.probabilities.get(top, 0.0) if model is not None and top is not None else 0.0
     confident = top is not None and top_p >= min_probability
@@ -209,6 +216,21 @@ def decide_sound_type(
         )
     if top == NOT_AUSCULTATION:
         return SoundTypeDecision(None, "model", top_p, model, reason=NOT_AUSCULTATION)
+    if out_of_distribution:
+        return SoundTypeDecision(
+            None,
+            "model",
+            model=model,
+            reason=SOUND_TYPE_UNCERTAIN,
+            notices=(
+                Notice(
+                    SOUND_TYPE_UNCERTAIN,
+                    f"the recording is unlike the model's training recordings, so its sound type is not "
+                    f"taken from the model (best guess {top!r}, probability {top_p:.2f}): state sound_type "
+                    "(heart, lung, cough or breathing) to get the probes that apply",
+                ),
+            ),
+        )
     # The pipeline checks at load that the classifier's labels are sound types or not_auscultation.
     return SoundTypeDecision(cast(SoundType, top), "model", top_p, model)
 

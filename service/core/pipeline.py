@@ -265,11 +265,15 @@ class InferencePipeline:
             raise NoTextSide("this bundle has no text encoder: search with a recording instead")
         return self.search(self.text_encoder.embed(query), k)
 
-    def decide_sound_type(self, embedding: np.ndarray, stated: ClientContext) -> SoundTypeDecision:
+    def decide_sound_type(
+        self, embedding: np.ndarray, stated: ClientContext, ood: OodResult | None = None
+    ) -> SoundTypeDecision:
         """The client's sound type or the classifier's, with the classifier's own answer beside it."""
         probe, spec = self.sound_type_probe, self.manifest.sound_type
         model = probe.describe(probe.scores(embedding[None, :])[0]) if probe is not None else None
-        decision = decide_sound_type(stated.sound_type, model, spec.min_probability if spec else 0.5)
+        threshold = spec.min_probability if spec else 0.5
+        flagged = ood is not None and ood.flagged
+        decision = decide_sound_type(stated.sound_type, model, threshold, out_of_distribution=flagged)
         if decision.reason == NOT_AUSCULTATION and model is not None:
             probability = model.probabilities[NOT_AUSCULTATION]
             raise NotAuscultation(
@@ -298,10 +302,10 @@ class InferencePipeline:
         embedding, joint = self.pool(embeddings, joints)
         decision, ood, skipped, notices, tasks = None, None, [], [], []
         if request is not None:
-            decision = self.decide_sound_type(embedding, request.context)
+            ood = self.ood.score(embedding) if self.ood is not None else None
+            decision = self.decide_sound_type(embedding, request.context, ood)
             selection = select_probes(self.manifest.probes, decision, request)
             tasks, skipped, notices = selection.run, selection.skipped, selection.notices
-            ood = self.ood.score(embedding) if self.ood is not None else None
         outputs = {}
         window_rows: dict[str, np.ndarray] = {}
         for task in tasks:

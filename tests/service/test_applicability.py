@@ -104,6 +104,25 @@ def test_an_uncertain_model_decides_nothing_and_says_how_to_get_answers() -> Non
         assert "state sound_type" in decision.notices[0].message
 
 
+def test_out_of_distribution_uploads_are_not_gated_on_the_models_guess() -> None:
+    """An upload unlike the training recordings runs no probe on the model's sound type (however confident
+    the classifier is), still gets the refusal when it is confidently no auscultation, and a stated sound
+    type still wins."""
+    for top in ("heart", "lung", "cough", "breathing"):
+        decision = decide_sound_type(None, _model(top, 0.99), 0.5, out_of_distribution=True)
+        assert (decision.value, decision.source, decision.reason) == (None, "model", "sound_type_uncertain")
+        assert decision.model is not None and decision.model.label == top
+        [notice] = decision.notices
+        assert notice.code == "sound_type_uncertain" and "unlike" in notice.message
+        assert "state sound_type" in notice.message
+        selection = select_probes(PROBES, decision, ProbeRequest())
+        assert selection.run == []
+    refused = decide_sound_type(None, _model("not_auscultation", 0.97), 0.5, out_of_distribution=True)
+    assert refused.reason == "not_auscultation"
+    stated = decide_sound_type("lung", _model("heart", 0.99), 0.5, out_of_distribution=True)
+    assert (stated.value, stated.source) == ("lung", "client")
+
+
 def test_without_a_classifier_or_a_statement_the_source_is_none() -> None:
     decision = decide_sound_type(None, None, 0.5)
     assert (decision.value, decision.source, decision.reason) == (None, "none", "sound_type_unknown")

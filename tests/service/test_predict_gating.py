@@ -146,6 +146,20 @@ def test_out_of_distribution_is_scored_and_flagged_with_a_warning(client: httpx.
     assert _answer(client, family_wav("cough"))["out_of_distribution"]["score"] < ood["threshold"]
 
 
+def test_an_out_of_distribution_upload_gets_no_answer_on_the_models_guess(client: httpx.Client) -> None:
+    """Noise the reference has never seen: refused as no auscultation, or answered with no probe run and a
+    request to state the sound type; never a diagnosis gated on the classifier's guess."""
+    response = _post(client, noise_wav())
+    if response.status_code == 422:
+        assert response.json()["code"] == "not_auscultation"
+        return
+    body = _answer(client, noise_wav())
+    assert body["out_of_distribution"]["flagged"] is True and body["tasks"] == {}
+    assert body["sound_type"].get("value") is None and body["sound_type"]["source"] == "model"
+    assert {s["reason"] for s in body["skipped"]} <= {"sound_type_uncertain", "demographic_not_requested"}
+    assert {"sound_type_uncertain", "out_of_distribution"} <= {code for code, _ in _codes(body)}
+
+
 def test_demographic_probes_only_when_named_and_named_ones_always_answer(client: httpx.Client) -> None:
     body = _answer(client, family_wav("lung"), tasks="age,murmur")
     assert list(body["tasks"]) == ["murmur", "age"]  # manifest order
