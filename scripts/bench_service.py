@@ -49,7 +49,8 @@ from loadgen import cpu_seconds  # noqa: E402  (scripts/ is on sys.path when thi
 
 
 def recording(rate: int, seconds: float, seed: int = 0) -> bytes:
-    """A 10-second 16-bit WAV (tone + noise) at the bundle's rate."""
+    """A 10-second 16-bit WAV (tone + noise) at the bundle's rate. A bundle with a sound-type gate hears it
+    as no auscultation, so :func:`load` states ``sound_type=heart``: every request runs the heart probes."""
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
@@ -189,7 +190,7 @@ async def load(url: str, data: bytes, concurrency: int, requests: int, pid: int)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     body, content_type = multipart_body(data)
     raw_request = (
-        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"POST /predict?sound_type=heart HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     latencies: list[float] = []
@@ -198,14 +199,17 @@ async def load(url: str, data: bytes, concurrency: int, requests: int, pid: int)
     remaining = requests
     connections = [KeepAliveConnection(host, port) for _ in range(concurrency)]
 
+    refusal = ""
+
     async def worker(connection: KeepAliveConnection) -> None:
-        nonlocal remaining, failures
+        nonlocal remaining, failures, refusal
         while remaining > 0:
             remaining -= 1
             started = time.perf_counter()
             status, payload = await connection.request(raw_request)
             if status != 200:
                 failures += 1
+                refusal = refusal or f"HTTP {status}: {payload[:300]!r}"
                 continue
             latencies.append(time.perf_counter() - started)
             server_ms.append(json.loads(payload)["timings_ms"]["total"])
@@ -219,6 +223,8 @@ async def load(url: str, data: bytes, concurrency: int, requests: int, pid: int)
         server_cpu = (cpu_seconds(pid) or 0.0) - server_cpu
         for connection in connections:
             await connection.close()
+    if not latencies:
+        raise SystemExit(f"every one of {requests} requests failed; the first answer: {refusal}")
     ms = np.asarray(latencies) * 1000.0
     return {
         "concurrency": concurrency,

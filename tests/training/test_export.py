@@ -299,3 +299,26 @@ def test_parity_recordings_cover_every_native_rate(shared_data: Path) -> None:
     assert {r.native_rate for r in chosen[: len(rates)]} == rates
     assert len(chosen) == len(samples) == min(6, len(records))
     assert all(r.is_training_side for r in chosen)
+
+
+def test_the_bundle_being_rebuilt_does_not_make_the_commit_dirty(tmp_path: Path) -> None:
+    """Re-exporting a committed bundle in place changes its files; only other changes mark '+dirty'."""
+    import subprocess
+
+    from acula.training.export.provenance import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "manifest.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "bundle" / "manifest.json").write_text('{"v": 2}')
+    clean = git_commit(tmp_path, ignore=tmp_path / "bundle")
+    assert len(clean) == 40, clean
+    assert git_commit(tmp_path).endswith("+dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path, ignore=tmp_path / "bundle").endswith("+dirty")

@@ -234,6 +234,7 @@ def export_bundle(
             options.configs | {"export": options.recorded()},
             provenance.teacher_spec(payload).path if model.text_head is not None else None,
             pretrained,
+            bundle_dir=options.out,
         ),
     )
     notes["parity_max_abs_diff"] = parity.max_abs_diff

@@ -17,14 +17,16 @@ from acula.service.bundle import DatasetProvenance, PretrainedProvenance, Proven
 from acula.training.data.records import Recording
 
 
-def git_commit(cwd: Path | None = None) -> str:
-    """The project's commit, or 'unknown' outside a git checkout (a dirty tree is marked '+dirty')."""
+def git_commit(cwd: Path | None = None, ignore: Path | None = None) -> str:
+    """The project's commit, or 'unknown' outside a git checkout (a dirty tree is marked '+dirty'). ``ignore``
+    (the bundle being written) does not count: rebuilding a committed bundle in place changes it."""
+    pathspec = ["--", ":/", f":(exclude){Path(ignore).resolve()}"] if ignore is not None else []
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -65,6 +67,7 @@ def provenance(
     configs: dict[str, Any],
     teacher: str | None,
     pretrained: PretrainedProvenance | None = None,
+    bundle_dir: Path | None = None,
 ) -> Provenance:
     """Training-side recordings per dataset with their licences, the run configs (as JSON), the commit,
     the teacher and the pretrained weights."""
@@ -80,7 +83,7 @@ def provenance(
             for name, n in sorted(counts.items())
         ],
         training_config=json.loads(json.dumps(configs, default=str)),
-        project_commit=git_commit(),
+        project_commit=git_commit(ignore=bundle_dir),
         teacher=teacher,
         pretrained=pretrained,
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
