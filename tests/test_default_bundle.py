@@ -9,6 +9,7 @@ whose answers must equal the service's.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def test_manifest_verifies_and_fits_the_size_budget() -> None:
 
 def test_manifest_records_where_the_bundle_came_from() -> None:
     provenance = load_manifest(DEFAULT_BUNDLE).provenance
-    assert len(provenance.project_commit) == 40, provenance.project_commit
+    # A commit, '+dirty' when the tree differed from it at export (here: documentation edited meanwhile).
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", provenance.project_commit), provenance.project_commit
     assert provenance.teacher and provenance.training_config
     trained_on = {dataset.name: dataset.recordings for dataset in provenance.datasets}
     assert {"sprsound", "physionet2016", "bmd_hs", "coswara"} <= set(trained_on)
@@ -53,7 +55,8 @@ def test_the_pretrained_weights_and_their_licences_travel_with_the_bundle() -> N
     assert weights is not None and weights.sha256 == MN04_AS_SHA256 and weights.licence == "MIT"
     assert weights.file == "mn04_as_mAP_432.pt"
     for name in weights.licence_files:
-        assert name in manifest.files and "MIT License" in (DEFAULT_BUNDLE / name).read_text()
+        text = (DEFAULT_BUNDLE / name).read_text()
+        assert name in manifest.files and "Permission is hereby granted, free of charge" in text  # MIT
     card = (DEFAULT_BUNDLE / "MODEL_CARD.md").read_text()
     assert MN04_AS_SHA256 in card and "EfficientAT" in card
     assert manifest.audio.sample_rate == 32000

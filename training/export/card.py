@@ -16,7 +16,10 @@ LIMITATIONS = """\
 - **Not a diagnostic device.** Outputs are research signals for decision support; a clinician decides.
 - **Paediatric lung data.** Nearly all lung sounds with adventitious-sound labels come from SPRSound
   (children in one Shanghai hospital, one electronic stethoscope). Adult lung sounds are scarce
-  (31 ICBHI recordings), so lung findings in adults are out of distribution.
+  (31 ICBHI recordings), so lung findings in adults are out of distribution. The sound-type gate has the
+  same blind spot: adult lung recordings from stethoscopes it never heard can be taken for heart or
+  breathing sounds, confidently and without the out-of-distribution flag (see its per-dataset held-out
+  accuracy above): state `sound_type` for them.
 - **Manikin data.** HLS-CMDS is recorded from a clinical simulation manikin: useful for sanity checks and
   report templates, not clinical evidence; its probe numbers say nothing about patients.
 - **2 kHz PhysioNet audio.** PhysioNet 2016 recordings are stored at 2 kHz (cut to 10 s here); upsampled to
