@@ -125,7 +125,8 @@ def _observation(
 ) -> dict[str, Any]:
     method = "linear probe on the acula audio embedding"
     if result.kind != "regression":
-        method += "; probabilities " + ("temperature-calibrated" if result.calibrated else "not calibrated")
+        calibration = "calibrated (temperature and shift)" if result.calibrated else "not calibrated"
+        method += f"; probabilities {calibration}"
     observation: dict[str, Any] = {
         "resourceType": "Observation",
         "meta": {"security": [AI_ASSERTED]},

@@ -104,7 +104,7 @@ def test_a_heart_answer_as_a_fhir_bundle(server: LiveServer) -> None:
     probabilities = {c.code.coding[0].code: float(c.valueQuantity.value) for c in murmur.component}
     assert probabilities == pytest.approx(expected["probabilities"])
     assert murmur.interpretation[0].coding[0].code == ("N" if expected["label"] == "normal" else "A")
-    assert "temperature-calibrated" in murmur.method.text
+    assert "calibrated (temperature and shift)" in murmur.method.text
     assert murmur.category[0].coding[0].code == "exam"
 
     valve, expected = observations["valve"], answer["tasks"]["valve"]
