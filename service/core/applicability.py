@@ -200,39 +200,33 @@ def decide_sound_type(
             ),
         )
     if not confident:
-        return SoundTypeDecision(
-            None,
-            "model",
-            model=model,
-            reason=SOUND_TYPE_UNCERTAIN,
-            notices=(
-                Notice(
-                    SOUND_TYPE_UNCERTAIN,
-                    f"the model cannot tell the sound type (best guess {top!r}, probability {top_p:.2f}, "
-                    f"below {min_probability:.2f}): state sound_type (heart, lung, cough or breathing) "
-                    "to get the probes that apply",
-                ),
-            ),
+        return _uncertain(
+            model,
+            f"the model cannot tell the sound type (best guess {top!r}, probability {top_p:.2f}, "
+            f"below {min_probability:.2f})",
         )
     if top == NOT_AUSCULTATION:
         return SoundTypeDecision(None, "model", top_p, model, reason=NOT_AUSCULTATION)
     if out_of_distribution:
-        return SoundTypeDecision(
-            None,
-            "model",
-            model=model,
-            reason=SOUND_TYPE_UNCERTAIN,
-            notices=(
-                Notice(
-                    SOUND_TYPE_UNCERTAIN,
-                    f"the recording is unlike the model's training recordings, so its sound type is not "
-                    f"taken from the model (best guess {top!r}, probability {top_p:.2f}): state sound_type "
-                    "(heart, lung, cough or breathing) to get the probes that apply",
-                ),
-            ),
+        return _uncertain(
+            model,
+            "the recording is unlike the model's training recordings, so its sound type is not taken "
+            f"from the model (best guess {top!r}, probability {top_p:.2f})",
         )
     # The pipeline checks at load that the classifier's labels are sound types or not_auscultation.
     return SoundTypeDecision(cast(SoundType, top), "model", top_p, model)
+
+
+def _uncertain(model: TaskOutput, why: str) -> SoundTypeDecision:
+    """No sound type from the model (``why``): no probe runs, and the client is asked to state one."""
+    message = f"{why}: state sound_type (heart, lung, cough or breathing) to get the probes that apply"
+    return SoundTypeDecision(
+        None,
+        "model",
+        model=model,
+        reason=SOUND_TYPE_UNCERTAIN,
+        notices=(Notice(SOUND_TYPE_UNCERTAIN, message),),
+    )
 
 
 def demographic_message(task: str) -> str:

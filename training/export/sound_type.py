@@ -108,7 +108,7 @@ def band_limited(
         below = [limit for limit in BAND_LIMITS_HZ if (record.native_rate or rate) > limit]
         if not below:
             continue
-        for limit in below if every_limit else below[index % len(below) :][:1]:
+        for limit in below if every_limit else [below[index % len(below)]]:
             chosen.append((record, target))
             limits.append(limit)
     rows = []
@@ -128,7 +128,9 @@ def fit_sound_type(
     copies, _, x_copies = band_limited(task.train, embedder, batch_size, every_limit=False)
     log(f"sound type: {len(copies)} band-limited training copies ({', '.join(map(str, BAND_LIMITS_HZ))} Hz)")
     task = task.with_recordings(task.train + copies, task.test)
-    fitted = fit_probe(task, np.concatenate([x_train, x_copies]), x_test, out_dir, file="sound_type.npz")
+    if copies:  # none when every training recording is stored at 2 kHz or below
+        x_train = np.concatenate([x_train, x_copies])
+    fitted = fit_probe(task, x_train, x_test, out_dir, file="sound_type.npz")
     truth = fitted.y_test
     predicted = fitted.test_scores.argmax(axis=1)
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=int)
