@@ -185,6 +185,13 @@ class OutOfDistributionSpec(_Strict):
     flag_rates: dict[str, float] = Field(
         default_factory=dict, description="Share flagged per held-out set, e.g. test side, generated noise."
     )
+    sound_type_thresholds: dict[SoundType, float] = Field(
+        default_factory=dict,
+        description="Per sound type, the same quantile of held-out training-side recordings of that type, "
+        "each scored against the reference rows of its own type only (the file's row_sound_types). The "
+        "model's sound type is not used for an upload this unlike the training recordings of that type. "
+        "Empty: the bundle predates the check (or a type had too few recordings to set one).",
+    )
 
 
 class ReportIndexSpec(_Strict):

@@ -33,7 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 def test_manifest_verifies_and_fits_the_size_budget() -> None:
     manifest = load_manifest(DEFAULT_BUNDLE)  # checks the SHA-256 of every file it names
-    assert manifest.name == "acula-default" and manifest.version == "0.2.0"
+    assert manifest.name == "acula-default" and manifest.version == "0.2.1"
     assert manifest.schema_version == SCHEMA_VERSION
     on_disk = sum(path.stat().st_size for path in DEFAULT_BUNDLE.rglob("*") if path.is_file())
     assert on_disk < SIZE_BUDGET_BYTES, f"bundle is {on_disk / 2**20:.1f} MiB, budget 50 MiB"

@@ -103,6 +103,26 @@ TaskResult = Annotated[
 ]
 
 
+class SoundTypeCheck(BaseModel):
+    """How unlike the training recordings of the classifier's top sound type the upload is."""
+
+    sound_type: SoundType = Field(examples=["heart"])
+    score: float = Field(
+        description="1 - mean cosine similarity to the k nearest training-side reference recordings of this "
+        "sound type only.",
+        examples=[0.31],
+    )
+    threshold: float = Field(
+        description="That sound type's threshold: the manifest's quantile of held-out training-side "
+        "recordings of the type.",
+        examples=[0.46],
+    )
+    flagged: bool = Field(
+        description="Unlike the training recordings of this type: the model's sound type was not used.",
+        examples=[False],
+    )
+
+
 class SoundTypeModelView(BaseModel):
     """The sound-type classifier's own answer, whatever was used."""
 
@@ -112,6 +132,11 @@ class SoundTypeModelView(BaseModel):
         examples=[{"heart": 0.94, "lung": 0.03, "cough": 0.01, "breathing": 0.01, "not_auscultation": 0.01}]
     )
     calibrated: bool = _calibrated()
+    check: SoundTypeCheck | None = Field(
+        None,
+        description="The upload against the training recordings of the type in label; absent for "
+        "not_auscultation and for bundles that predate the check.",
+    )
 
 
 class SoundTypeResult(BaseModel):
@@ -190,13 +215,15 @@ def _demographic(task: str) -> dict[str, str]:
     return {"task": task, "reason": "demographic_not_requested", "message": demographic_message(task)}
 
 
-def _heard(label: str, **probabilities: float) -> dict[str, Any]:
-    """The sound-type classifier's answer in an example."""
+def _heard(label: str, score: float, threshold: float, **probabilities: float) -> dict[str, Any]:
+    """The sound-type classifier's answer in an example, with its check against that type's recordings."""
+    check = {"sound_type": label, "score": score, "threshold": threshold, "flagged": score > threshold}
     return {
         "label": label,
         "probability": probabilities[label],
         "probabilities": probabilities,
         "calibrated": True,
+        "check": check,
     }
 
 
@@ -208,7 +235,9 @@ HEART_EXAMPLE: dict[str, Any] = {
         "value": "heart",
         "source": "model",
         "probability": 0.94,
-        "model": _heard("heart", heart=0.94, lung=0.03, cough=0.01, breathing=0.01, not_auscultation=0.01),
+        "model": _heard(
+            "heart", 0.31, 0.46, heart=0.94, lung=0.03, cough=0.01, breathing=0.01, not_auscultation=0.01
+        ),
     },
     "out_of_distribution": {"score": 0.18, "threshold": 0.42, "flagged": False},
     "tasks": {
@@ -247,7 +276,9 @@ LUNG_EXAMPLE: dict[str, Any] = {
         "value": "lung",
         "source": "client",
         "probability": 0.88,
-        "model": _heard("lung", heart=0.02, lung=0.88, cough=0.01, breathing=0.08, not_auscultation=0.01),
+        "model": _heard(
+            "lung", 0.38, 0.48, heart=0.02, lung=0.88, cough=0.01, breathing=0.08, not_auscultation=0.01
+        ),
     },
     "out_of_distribution": {"score": 0.23, "threshold": 0.42, "flagged": False},
     "tasks": {
@@ -313,7 +344,9 @@ UNCERTAIN_EXAMPLE: dict[str, Any] = {
     "windows": {"count": 2, "window_seconds": 4.0, "hop_seconds": 4.0, "pooling": "mean"},
     "sound_type": {
         "source": "model",
-        "model": _heard("lung", heart=0.05, lung=0.41, cough=0.1, breathing=0.37, not_auscultation=0.07),
+        "model": _heard(
+            "lung", 0.44, 0.48, heart=0.05, lung=0.41, cough=0.1, breathing=0.37, not_auscultation=0.07
+        ),
     },
     "out_of_distribution": {"score": 0.35, "threshold": 0.42, "flagged": False},
     "tasks": {},
@@ -431,6 +464,11 @@ class OutOfDistributionInfo(BaseModel):
     quantile: float = Field(description="Quantile of held-out training-side scores the threshold sits at.")
     reference_count: int
     flag_rates: dict[str, float] = Field(description="Share flagged per held-out set.")
+    sound_type_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per sound type: above this score against that type's training recordings, the model's "
+        "sound type is not used. Empty: the bundle predates the check.",
+    )
 
 
 class LimitsInfo(BaseModel):
@@ -497,7 +535,7 @@ def task_result(output: TaskOutput) -> ClassificationResult | MultilabelResult |
     return RegressionResult.model_validate({"purpose": purpose, "value": output.value, "unit": output.unit})
 
 
-def sound_type_result(decision: SoundTypeDecision) -> SoundTypeResult:
+def sound_type_result(decision: SoundTypeDecision, check: OodResult | None = None) -> SoundTypeResult:
     model = decision.model
     view = None
     if model is not None and model.label is not None:
@@ -506,6 +544,16 @@ def sound_type_result(decision: SoundTypeDecision) -> SoundTypeResult:
             probability=model.probabilities[model.label],
             probabilities=model.probabilities,
             calibrated=model.calibrated,
+            check=None
+            if check is None
+            else SoundTypeCheck.model_validate(
+                {
+                    "sound_type": model.label,
+                    "score": check.score,
+                    "threshold": check.threshold,
+                    "flagged": check.flagged,
+                }
+            ),
         )
     return SoundTypeResult(
         value=decision.value, source=decision.source, probability=decision.probability, model=view
@@ -566,7 +614,7 @@ def predict_response(manifest: Manifest, prediction: Prediction) -> PredictRespo
     ood = prediction.out_of_distribution
     return PredictResponse(
         **_common(manifest, prediction),
-        sound_type=sound_type_result(prediction.sound_type),
+        sound_type=sound_type_result(prediction.sound_type, prediction.sound_type_check),
         out_of_distribution=None if ood is None else ood_result(ood),
         tasks={name: task_result(out) for name, out in prediction.tasks.items()},
         skipped=[skipped_probe(skip) for skip in prediction.skipped],

@@ -183,6 +183,11 @@ def _print_answer(response: Any) -> None:
         chosen = "sound type: none could be used"
     if heard is not None and (sound.source != "model" or sound.value is None):
         chosen += f"; the model hears {heard.label} ({heard.probability:.2f})"
+        if heard.check is not None and heard.check.flagged:
+            chosen += (
+                f", but the recording is unlike its training {heard.label} recordings "
+                f"(score {heard.check.score:.3f} > {heard.check.threshold:.3f})"
+            )
     typer.echo(f"  {chosen}")
     ood = response.out_of_distribution
     if ood is not None:

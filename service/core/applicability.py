@@ -18,6 +18,9 @@ The rules:
   out of distribution: the classifier's accuracy was measured on recordings like the training ones, and an
   adult lung recording from an unseen stethoscope can look more like the training heart sounds than like
   the training lung sounds, which would put a heart-valve probe's confident answer on a lung recording.
+  The same holds for an upload that is unlike the training recordings *of the type the classifier names*
+  (``unlike_its_type``: the out-of-distribution score against that type's reference rows only), even
+  when some other training recording is near it.
   A bundle without a classifier and no client statement: source ``none``, no probe with a known domain
   runs.
 - Diagnostic and quality probes run when their domain's sound types include the upload's, and, when the
@@ -168,9 +171,11 @@ def decide_sound_type(
     model: TaskOutput | None,
     min_probability: float,
     out_of_distribution: bool = False,
+    unlike_its_type: bool = False,
 ) -> SoundTypeDecision:
     """The sound type to gate on, from the client's statement and the classifier's answer (either may be
-    missing), and whether the upload was flagged out of distribution. See the module docstring."""
+    missing), whether the upload was flagged out of distribution, and whether it is unlike the training
+    recordings of the classifier's top sound type. See the module docstring."""
     top = model.label if model is not None else None
     top_p = model.probabilities.get(top, 0.0) if model is not None and top is not None else 0.0
     confident = top is not None and top_p >= min_probability
@@ -211,6 +216,12 @@ def decide_sound_type(
         return _uncertain(
             model,
             "the recording is unlike the model's training recordings, so its sound type is not taken "
+            f"from the model (best guess {top!r}, probability {top_p:.2f})",
+        )
+    if unlike_its_type:
+        return _uncertain(
+            model,
+            f"the recording is unlike the model's training {top} recordings, so its sound type is not taken "
             f"from the model (best guess {top!r}, probability {top_p:.2f})",
         )
     # The pipeline checks at load that the classifier's labels are sound types or not_auscultation.

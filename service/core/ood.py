@@ -4,13 +4,22 @@
 training-side recordings, whitened and projected at export:
 
 - ``mean`` ``(D,)`` and ``projection`` ``(D, P)``: ``z = normalise((x - mean) @ projection)``;
-- ``reference`` ``(N, P)``: the reference rows, each L2-normalised the same way.
+- ``reference`` ``(N, P)``: the reference rows, each L2-normalised the same way;
+- ``row_sound_types`` ``(N,)`` (bundles that have ``sound_type_thresholds``): each row's sound type, or ""
+  for a recording that has none (a heart-and-lung mixture).
 
 The score is ``1 - mean of the k largest cosine similarities between z and the reference rows``: 0 for an
 upload that sits on top of training recordings, up to 2 for one pointing away from all of them. The
 manifest's threshold is a quantile of held-out training-side scores, so a flag means "fewer than
 (1 - quantile) of real training-like recordings score this far out": the probes' answers then deserve less
-trust, whatever the sound type says. Torch-free, like the rest of the service.
+trust, whatever the sound type says.
+
+The same score against the rows of one sound type only (:meth:`OodScorer.score_as`) asks a narrower
+question: is the upload like the training recordings *of the type the classifier names*? The classifier
+tells its training sources apart better than it tells sound types apart (a lung recording from an unseen
+stethoscope can be "heart, 0.99"), but such an upload usually sits far from every training heart sound even
+when it is near some training recording; the gate then does not take the model's sound type. Torch-free,
+like the rest of the service.
 """
 
 from __future__ import annotations
@@ -39,13 +48,20 @@ class OodScorer:
         file = spec.file
         try:
             with np.load(Path(bundle_dir) / file, allow_pickle=False) as data:
-                arrays = {key: np.asarray(data[key], dtype=np.float32) for key in data.files}
+                arrays = {key: np.asarray(data[key]) for key in data.files}
         except (OSError, ValueError) as exc:
             raise BundleError(f"{file}: not a readable .npz reference: {exc}", file=file) from exc
         missing = {"mean", "projection", "reference"} - set(arrays)
         if missing:
             raise BundleError(f"{file}: reference lacks {sorted(missing)}", file=file)
-        self.mean, self.projection, self.reference = arrays["mean"], arrays["projection"], arrays["reference"]
+        try:
+            self.mean, self.projection, self.reference = (
+                np.asarray(arrays[key], dtype=np.float32) for key in ("mean", "projection", "reference")
+            )
+        except ValueError as exc:
+            raise BundleError(
+                f"{file}: mean, projection and reference must be numeric: {exc}", file=file
+            ) from exc
         if (
             self.mean.shape != (dim,)
             or self.projection.ndim != 2
@@ -67,11 +83,42 @@ class OodScorer:
         norms = np.linalg.norm(self.reference, axis=1)
         if not np.all(np.isfinite(self.reference)) or not np.allclose(norms, 1.0, atol=1e-3):
             raise BundleError(f"{file}: reference rows must be finite and L2-normalised", file=file)
+        self.rows_of_type = self._rows_of_type(file, arrays.get("row_sound_types"))
+
+    def _rows_of_type(self, file: str, types: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The reference rows of each sound type that has a threshold, checked: k rows at least."""
+        wanted = self.spec.sound_type_thresholds
+        if not wanted:
+            return {}
+        if types is None or types.shape != (len(self.reference),) or types.dtype.kind != "U":
+            raise BundleError(
+                f"{file}: the manifest sets sound_type_thresholds but the file has no row_sound_types "
+                f"(one string per reference row)",
+                file=file,
+            )
+        rows: dict[str, np.ndarray] = {kind: np.flatnonzero(types == kind) for kind in wanted}
+        short = {kind: len(found) for kind, found in rows.items() if len(found) < self.spec.k}
+        if short:
+            raise BundleError(f"{file}: fewer than k={self.spec.k} reference rows of {short}", file=file)
+        return rows
 
     def score(self, embedding: np.ndarray) -> OodResult:
         """The score of one pooled embedding ``(D,)``, and whether it passes the manifest's threshold."""
-        z = l2_normalise((np.asarray(embedding, dtype=np.float32) - self.mean) @ self.projection)
-        similarities = self.reference @ z
-        nearest = np.partition(similarities, len(similarities) - self.spec.k)[-self.spec.k :]
-        score = float(1.0 - nearest.mean())
+        score = self._score(embedding, self.reference)
         return OodResult(score=score, threshold=self.spec.threshold, flagged=score > self.spec.threshold)
+
+    def score_as(self, embedding: np.ndarray, sound_type: str) -> OodResult | None:
+        """The score against the reference rows of ``sound_type`` only, flagged above that type's
+        threshold; None when the bundle sets no threshold for it (older bundles, not_auscultation)."""
+        rows = self.rows_of_type.get(sound_type)
+        if rows is None:
+            return None
+        threshold = self.spec.sound_type_thresholds[sound_type]  # type: ignore[index]
+        score = self._score(embedding, self.reference[rows])
+        return OodResult(score=score, threshold=threshold, flagged=score > threshold)
+
+    def _score(self, embedding: np.ndarray, reference: np.ndarray) -> float:
+        z = l2_normalise((np.asarray(embedding, dtype=np.float32) - self.mean) @ self.projection)
+        similarities = reference @ z
+        nearest = np.partition(similarities, len(similarities) - self.spec.k)[-self.spec.k :]
+        return float(1.0 - nearest.mean())

@@ -78,6 +78,7 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     sound_type: SoundTypeDecision | None = None
     out_of_distribution: OodResult | None = None
+    sound_type_check: OodResult | None = None  # against the training recordings of the model's sound type
     skipped: list[Skip] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
 
@@ -267,13 +268,24 @@ class InferencePipeline:
 
     def decide_sound_type(
         self, embedding: np.ndarray, stated: ClientContext, ood: OodResult | None = None
-    ) -> SoundTypeDecision:
-        """The client's sound type or the classifier's, with the classifier's own answer beside it."""
+    ) -> tuple[SoundTypeDecision, OodResult | None]:
+        """The client's sound type or the classifier's, with the classifier's own answer beside it, and the
+        upload's score against the training recordings of the classifier's top sound type (None without
+        one: an older bundle, or no sound type)."""
         probe, spec = self.sound_type_probe, self.manifest.sound_type
         model = probe.describe(probe.scores(embedding[None, :])[0]) if probe is not None else None
         threshold = spec.min_probability if spec else 0.5
         flagged = ood is not None and ood.flagged
-        decision = decide_sound_type(stated.sound_type, model, threshold, out_of_distribution=flagged)
+        check = None
+        if self.ood is not None and model is not None and model.label in SOUND_TYPES:
+            check = self.ood.score_as(embedding, model.label)
+        decision = decide_sound_type(
+            stated.sound_type,
+            model,
+            threshold,
+            out_of_distribution=flagged,
+            unlike_its_type=check is not None and check.flagged,
+        )
         if decision.reason == NOT_AUSCULTATION and model is not None:
             probability = model.probabilities[NOT_AUSCULTATION]
             raise NotAuscultation(
@@ -283,7 +295,7 @@ class InferencePipeline:
                 probabilities=model.probabilities,
                 model=self.model_identity,
             )
-        return decision
+        return decision, check
 
     def summarise(
         self,
@@ -300,10 +312,10 @@ class InferencePipeline:
         started = time.perf_counter()
         InvalidModelOutput.check("encoder", embedding=embeddings, joint=joints)
         embedding, joint = self.pool(embeddings, joints)
-        decision, ood, skipped, notices, tasks = None, None, [], [], []
+        decision, ood, check, skipped, notices, tasks = None, None, None, [], [], []
         if request is not None:
             ood = self.ood.score(embedding) if self.ood is not None else None
-            decision = self.decide_sound_type(embedding, request.context, ood)
+            decision, check = self.decide_sound_type(embedding, request.context, ood)
             selection = select_probes(self.manifest.probes, decision, request)
             tasks, skipped, notices = selection.run, selection.skipped, selection.notices
         outputs = {}
@@ -313,7 +325,14 @@ class InferencePipeline:
             outputs[task] = probe.describe(probe.scores(embedding[None, :])[0])
             if per_window:
                 window_rows[task] = probe.scores(embeddings)
-        InvalidModelOutput.check("probes", outputs=outputs, windows=window_rows, sound_type=decision, ood=ood)
+        InvalidModelOutput.check(
+            "probes",
+            outputs=outputs,
+            windows=window_rows,
+            sound_type=decision,
+            ood=ood,
+            sound_type_check=check,
+        )
         notices += quality_notices(outputs)
         if ood is not None and ood.flagged:
             notices.append(out_of_distribution_notice(ood.score, ood.threshold))
@@ -349,6 +368,7 @@ class InferencePipeline:
             timings_ms=timings,
             sound_type=decision,
             out_of_distribution=ood,
+            sound_type_check=check,
             skipped=skipped,
             notices=notices,
         )

@@ -123,6 +123,25 @@ def test_out_of_distribution_uploads_are_not_gated_on_the_models_guess() -> None
     assert (stated.value, stated.source) == ("lung", "client")
 
 
+def test_uploads_unlike_the_training_recordings_of_the_models_type_are_not_gated_on_it() -> None:
+    """Near the training recordings as a whole but far from those of the type the classifier names: the same
+    answer as out of distribution (no probe on the guess; the refusal and a statement still hold), and the
+    notice names the type."""
+    for top in ("heart", "lung", "cough", "breathing"):
+        decision = decide_sound_type(None, _model(top, 0.99), 0.5, unlike_its_type=True)
+        assert (decision.value, decision.source, decision.reason) == (None, "model", "sound_type_uncertain")
+        [notice] = decision.notices
+        assert f"training {top} recordings" in notice.message and "state sound_type" in notice.message
+        assert select_probes(PROBES, decision, ProbeRequest()).run == []
+    assert decide_sound_type(None, _model("heart", 0.99), 0.5).value == "heart"  # the check is what changed
+    refused = decide_sound_type(None, _model("not_auscultation", 0.97), 0.5, unlike_its_type=True)
+    assert refused.reason == "not_auscultation"
+    stated = decide_sound_type("lung", _model("heart", 0.99), 0.5, unlike_its_type=True)
+    assert (stated.value, stated.source) == ("lung", "client")
+    unsure = decide_sound_type(None, _model("lung", 0.3), 0.5, unlike_its_type=True)
+    assert unsure.reason == "sound_type_uncertain" and "cannot tell" in unsure.notices[0].message
+
+
 def test_without_a_classifier_or_a_statement_the_source_is_none() -> None:
     decision = decide_sound_type(None, None, 0.5)
     assert (decision.value, decision.source, decision.reason) == (None, "none", "sound_type_unknown")

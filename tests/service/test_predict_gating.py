@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from acula.service.api.schemas import predict_response
 from acula.service.bundle import BundleError, read_manifest, write_manifest
 from acula.service.core.applicability import ClientContext
 from acula.service.core.errors import InvalidQuery, NotAuscultation
@@ -98,6 +99,9 @@ def test_the_models_sound_type_chooses_the_probes(client: httpx.Client, sound_ty
         "sound_type_mismatch"
     }
     assert body["out_of_distribution"]["flagged"] is False
+    check = decided["model"]["check"]  # the upload against the training recordings of its own type
+    assert check["sound_type"] == sound_type and check["flagged"] is False
+    assert 0 <= check["score"] < check["threshold"]
     expected = [("poor_quality", "heart-quality")] if sound_type == "heart" else []
     assert _codes(body) == expected
 
@@ -243,6 +247,8 @@ def test_model_info_lists_domains_calibration_the_classifier_and_the_ood_check(c
     assert sound_type["calibration"]["temperature"] == [SOUND_TYPE_TEMPERATURE]
     ood = body["out_of_distribution"]
     assert ood["k"] == 3 and ood["reference_count"] == 32 and 0 < ood["threshold"] < 1
+    assert set(ood["sound_type_thresholds"]) == set(RUNS)
+    assert all(0 < value < 2 for value in ood["sound_type_thresholds"].values())
 
 
 def test_openapi_documents_the_statements_the_refusal_and_the_fhir_answer(client: httpx.Client) -> None:
@@ -301,6 +307,57 @@ def test_an_uncertain_sound_type_runs_no_probe_and_asks_for_one(tmp_path: Path) 
     assert list(stated.tasks) == RUNS["heart"]
 
 
+def _with_type_thresholds(gated: Path, folder: Path, **thresholds: float) -> Path:
+    bundle = Path(shutil.copytree(gated, folder))
+    manifest = read_manifest(bundle)
+    assert manifest.out_of_distribution is not None
+    spec = manifest.out_of_distribution
+    changed = spec.model_copy(update={"sound_type_thresholds": spec.sound_type_thresholds | thresholds})
+    write_manifest(bundle, manifest.model_copy(update={"out_of_distribution": changed, "files": {}}))
+    return bundle
+
+
+def test_an_upload_unlike_the_training_recordings_of_its_model_type_gets_no_answer_on_the_guess(
+    gated: Path, tmp_path: Path
+) -> None:
+    """The classifier names a type, the upload is near the training recordings as a whole, but far from
+    those of that type (here: a heart threshold no upload passes): no probe runs on the model's guess,
+    the check says why, and a client that states the type gets its probes."""
+    pipeline = InferencePipeline.from_bundle(
+        _with_type_thresholds(gated, tmp_path / "strict", heart=-1.0), provider="cpu"
+    )
+    prediction = pipeline.predict(family_wav("heart"))
+    assert prediction.out_of_distribution is not None and prediction.out_of_distribution.flagged is False
+    check = prediction.sound_type_check
+    assert check is not None and check.flagged and check.threshold == -1.0
+    assert prediction.sound_type is not None and prediction.tasks == {}
+    assert (prediction.sound_type.value, prediction.sound_type.reason) == (None, "sound_type_uncertain")
+    (notice,) = prediction.notices
+    assert notice.code == "sound_type_uncertain" and "training heart recordings" in notice.message
+    response = predict_response(pipeline.manifest, prediction).model_dump(mode="json", exclude_none=True)
+    assert (
+        response["sound_type"]["model"]["check"]["flagged"] is True and "value" not in response["sound_type"]
+    )
+    stated = pipeline.predict(family_wav("heart"), context=ClientContext(sound_type="heart"))
+    assert list(stated.tasks) == RUNS["heart"]
+    # Another type's check is untouched: a lung tone is still gated on the model's answer.
+    assert list(pipeline.predict(family_wav("lung")).tasks) == RUNS["lung"]
+
+
+def test_a_bundle_without_type_thresholds_answers_without_the_check(gated: Path, tmp_path: Path) -> None:
+    """Bundles exported before the check: no per-type thresholds, no row types; the gate works as before."""
+    bundle = Path(shutil.copytree(gated, tmp_path / "older"))
+    with np.load(bundle / "ood_reference.npz") as stored:
+        kept = {k: stored[k] for k in stored.files if k != "row_sound_types"}
+    np.savez(bundle / "ood_reference.npz", **kept)
+    manifest = read_manifest(bundle)
+    assert manifest.out_of_distribution is not None
+    spec = manifest.out_of_distribution.model_copy(update={"sound_type_thresholds": {}})
+    write_manifest(bundle, manifest.model_copy(update={"out_of_distribution": spec, "files": {}}))
+    prediction = InferencePipeline.from_bundle(bundle, provider="cpu").predict(family_wav("lung"))
+    assert prediction.sound_type_check is None and list(prediction.tasks) == RUNS["lung"]
+
+
 def test_a_version_1_bundle_still_serves_every_probe_with_domain_unknown_warnings(
     tiny_bundle: Path, tmp_path: Path
 ) -> None:
@@ -341,6 +398,10 @@ def _rewrite(bundle: Path, file: str, **arrays: np.ndarray) -> None:
         ("probe_murmur.npz", {"temperature": np.array([3.0])}, "differs from the manifest"),
         ("ood_reference.npz", {"reference": np.ones((32, 16), dtype=np.float32)}, "L2-normalised"),
         ("ood_reference.npz", {"projection": np.eye(8, dtype=np.float32)}, "do not fit"),
+        ("ood_reference.npz", {"row_sound_types": np.zeros(32, dtype=np.float32)}, "row_sound_types"),
+        ("ood_reference.npz", {"row_sound_types": np.array(["heart"] * 31)}, "row_sound_types"),
+        ("ood_reference.npz", {"row_sound_types": np.array(["heart"] * 30 + ["lung"] * 2)}, "fewer than k"),
+        ("ood_reference.npz", {"mean": np.array(["a"] * 8)}, "numeric"),
     ],
     ids=[
         "zero-temperature",
@@ -349,6 +410,10 @@ def _rewrite(bundle: Path, file: str, **arrays: np.ndarray) -> None:
         "undocumented",
         "ood-norm",
         "ood-dim",
+        "row-types-not-strings",
+        "row-types-count",
+        "too-few-rows-of-a-type",
+        "ood-not-numeric",
     ],
 )
 def test_broken_calibration_or_reference_is_refused(

@@ -429,9 +429,11 @@ def _gated_parts(
         return z / np.linalg.norm(z, axis=-1, keepdims=True)
 
     reference = normalise(np.concatenate([train[label] for label in AUSCULTATION]))
+    row_types = np.concatenate([[label] * len(train[label]) for label in AUSCULTATION])
 
-    def scores(rows: np.ndarray) -> np.ndarray:
-        similarities = normalise(rows) @ reference.T
+    def scores(rows: np.ndarray, of_type: str | None = None) -> np.ndarray:
+        chosen = reference if of_type is None else reference[row_types == of_type]
+        similarities = normalise(rows) @ chosen.T
         return 1.0 - np.sort(similarities, axis=1)[:, -OOD_K:].mean(axis=1)
 
     inside = np.concatenate([scores(held_out[label]) for label in AUSCULTATION])
@@ -448,11 +450,22 @@ def _gated_parts(
         ]
     )
     assert inside.max() < far.min(), (inside.max(), far.min())
+    # Per sound type: halfway between the held-out tones of the type and every other family's tones, each
+    # scored against that type's rows only (so a tone of another family is unlike the type's recordings).
+    per_type = {}
+    for label in AUSCULTATION:
+        own = scores(held_out[label], label)
+        others = np.concatenate(
+            [scores(held_out[other], label) for other in SOUND_FAMILIES if other != label]
+        )
+        assert own.max() < others.min(), (label, own.max(), others.min())
+        per_type[label] = float((own.max() + others.min()) / 2)
     np.savez(
         out / "ood_reference.npz",
         mean=mean.astype(np.float32),
         projection=np.diag(1.0 / scale).astype(np.float32),
         reference=reference.astype(np.float32),
+        row_sound_types=row_types,
     )
     ood = OutOfDistributionSpec(
         k=OOD_K,
@@ -460,6 +473,7 @@ def _gated_parts(
         quantile=0.99,
         reference_count=len(reference),
         flag_rates={"held-out tones": 0.0, "white noise": 1.0},
+        sound_type_thresholds=per_type,  # type: ignore[arg-type]
     )
     probes = []
     for probe in GATED_PROBES:

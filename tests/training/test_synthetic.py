@@ -92,3 +92,33 @@ def test_ood_threshold_is_the_held_out_quantile_and_flags_what_lies_elsewhere(tm
     rates = flag_rates(tmp_path, spec, {"fresh": fresh, "elsewhere": elsewhere})
     assert rates["fresh"] == pytest.approx(0.05, abs=0.03)  # the quantile holds on unseen subjects
     assert rates["elsewhere"] > 0.9
+
+
+def test_each_sound_type_gets_its_own_threshold_from_its_held_out_recordings(tmp_path: Path) -> None:
+    """Rows typed heart and lung from separate clusters: each type's threshold is the quantile of its own
+    held-out recordings against its own rows, a lung recording is far from the heart rows (though near the
+    reference as a whole), and a type with too few recordings gets no threshold."""
+    from acula.service.core.ood import OodScorer
+
+    rng = np.random.default_rng(1)
+    heart_kinds, lung_kinds = rng.normal(scale=3.0, size=(20, 32)), rng.normal(scale=3.0, size=(20, 32))
+
+    def recordings(centres: np.ndarray, n: int) -> np.ndarray:
+        return centres[rng.integers(0, len(centres), n)] + 0.3 * rng.normal(size=(n, 32))
+
+    x = np.concatenate(
+        [recordings(heart_kinds, 2000), recordings(lung_kinds, 2000), recordings(lung_kinds, 6)]
+    )
+    types = np.asarray(["heart"] * 2000 + ["lung"] * 2000 + ["cough"] * 6)
+    spec = fit_reference(x, np.arange(len(x)) // 2, tmp_path, quantile=0.95, sound_types=types)
+    assert set(spec.sound_type_thresholds) == {"heart", "lung"}  # 6 coughs: too few for a threshold
+    with np.load(tmp_path / spec.file) as data:
+        assert data["row_sound_types"].shape == (spec.reference_count,)
+    scorer = OodScorer(tmp_path, spec, dim=32)
+    fresh_heart, fresh_lung = recordings(heart_kinds, 1000), recordings(lung_kinds, 1000)
+    as_heart = [scorer.score_as(row, "heart") for row in fresh_heart]
+    assert np.mean([r.flagged for r in as_heart if r]) == pytest.approx(0.05, abs=0.03)
+    lung_as_heart = [scorer.score_as(row, "heart") for row in fresh_lung]
+    assert np.mean([r.flagged for r in lung_as_heart if r]) > 0.9
+    assert np.mean([scorer.score(row).flagged for row in fresh_lung]) < 0.1  # the global check misses them
+    assert scorer.score_as(fresh_lung[0], "cough") is None and scorer.score_as(fresh_lung[0], "x") is None
