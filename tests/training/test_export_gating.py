@@ -129,6 +129,13 @@ def test_sound_type_classifier_is_held_out_on_every_dataset(
         GENERATORS
     )
     assert spec.metrics["n_train"] > originals
+    # Refitted without each source whose sound types some other source also has, scored on that source.
+    unseen = {
+        k.split("/", 1)[1]: v for k, v in spec.metrics.items() if k.startswith("unseen_source_accuracy/")
+    }
+    assert {"physionet2016", "bmd_hs", "sprsound"} <= set(unseen) and "generated" not in unseen
+    assert "coswara" not in unseen  # its cough and breathing have no other source
+    assert all(0.0 <= v <= 1.0 for v in unseen.values())
     assert spec.calibration is not None
     with np.load(bundle / spec.file) as arrays:
         assert set(arrays.files) == {"weight", "bias", "mean", "scale", "temperature"}
@@ -144,6 +151,17 @@ def test_out_of_distribution_reference_and_flag_rates(bundle: Path, manifest: Ma
     assert {f"test/{d}" for d in datasets} <= set(spec.flag_rates)
     assert {"generated"} | {f"generated/{g}" for g in GENERATORS} <= set(spec.flag_rates)
     assert all(0.0 <= rate <= 1.0 for rate in spec.flag_rates.values())
+    # Per sound type: a threshold for each type with enough held-out recordings, the rows' types in the file,
+    # and how often the check fires on each test side's recordings of their own type.
+    assert set(spec.sound_type_thresholds) <= set(SOUND_TYPES) and "heart" in spec.sound_type_thresholds
+    assert all(0.0 < value < 2.0 for value in spec.sound_type_thresholds.values())
+    with np.load(bundle / spec.file) as arrays:
+        types = arrays["row_sound_types"]
+        assert types.shape == (spec.reference_count,) and set(types.tolist()) <= {*SOUND_TYPES, ""}
+    own_type = {name.removeprefix("own_type/") for name in spec.flag_rates if name.startswith("own_type/")}
+    assert "test/physionet2016" in own_type and own_type <= {
+        n for n in spec.flag_rates if n.startswith("test/")
+    }
 
 
 @pytest.mark.slow
@@ -166,6 +184,11 @@ def test_the_service_reads_every_part_for_a_recording_of_each_dataset(
         probabilities = sound_type.scores(prediction.embedding[None])[0]
         assert probabilities.sum() == pytest.approx(1.0) and probabilities.shape == (5,)
         assert np.isfinite(ood.score(prediction.embedding).score)
+        assert prediction.sound_type is not None and prediction.sound_type.model is not None
+        label = prediction.sound_type.model.label
+        if label in manifest.out_of_distribution.sound_type_thresholds:
+            assert prediction.sound_type_check is not None
+            assert np.isfinite(prediction.sound_type_check.score)
 
 
 @pytest.mark.slow
@@ -180,3 +203,4 @@ def test_model_card_shows_domains_calibration_sound_type_and_flag(bundle: Path) 
     ):
         assert text in card, text
     assert "test/sprsound" in card and "generated/speech" in card
+    assert "Refitted without one source" in card and "own_type/test/" in card
