@@ -83,7 +83,9 @@ class OodScorer:
         norms = np.linalg.norm(self.reference, axis=1)
         if not np.all(np.isfinite(self.reference)) or not np.allclose(norms, 1.0, atol=1e-3):
             raise BundleError(f"{file}: reference rows must be finite and L2-normalised", file=file)
-        self.rows_of_type = self._rows_of_type(file, arrays.get("row_sound_types"))
+        rows_of_type = self._rows_of_type(file, arrays.get("row_sound_types"))
+        # Each type's rows as their own contiguous matrix: indexing per request would copy them every time.
+        self.reference_of_type = {kind: self.reference[rows] for kind, rows in rows_of_type.items()}
 
     def _rows_of_type(self, file: str, types: np.ndarray | None) -> dict[str, np.ndarray]:
         """The reference rows of each sound type that has a threshold, checked: k rows at least."""
@@ -91,9 +93,10 @@ class OodScorer:
         if not wanted:
             return {}
         if types is None or types.shape != (len(self.reference),) or types.dtype.kind != "U":
+            found = "none" if types is None else f"{types.dtype} {types.shape}"
             raise BundleError(
-                f"{file}: the manifest sets sound_type_thresholds but the file has no row_sound_types "
-                f"(one string per reference row)",
+                f"{file}: the manifest sets sound_type_thresholds, so the file needs row_sound_types, one "
+                f"string per reference row ({len(self.reference)}); found {found}",
                 file=file,
             )
         rows: dict[str, np.ndarray] = {kind: np.flatnonzero(types == kind) for kind in wanted}
@@ -110,11 +113,11 @@ class OodScorer:
     def score_as(self, embedding: np.ndarray, sound_type: str) -> OodResult | None:
         """The score against the reference rows of ``sound_type`` only, flagged above that type's
         threshold; None when the bundle sets no threshold for it (older bundles, not_auscultation)."""
-        rows = self.rows_of_type.get(sound_type)
-        if rows is None:
+        reference = self.reference_of_type.get(sound_type)
+        if reference is None:
             return None
         threshold = self.spec.sound_type_thresholds[sound_type]  # type: ignore[index]
-        score = self._score(embedding, self.reference[rows])
+        score = self._score(embedding, reference)
         return OodResult(score=score, threshold=threshold, flagged=score > threshold)
 
     def _score(self, embedding: np.ndarray, reference: np.ndarray) -> float:
