@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -66,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         spec = sound_type.classifier(records, embedder, Path(scratch), print, options.batch_size)
     if spec is None:
         return 1
-    c = float(spec.description.split("C=", 1)[1].split(";", 1)[0])
+    chosen_c = re.search(r"\bC=([0-9.eE+-]+)", spec.description)  # export writes "(logistic, C=...; ...)"
+    if chosen_c is None:
+        print(f"the refitted classifier's description names no C: {spec.description!r}", file=sys.stderr)
+        return 1
+    c = float(chosen_c.group(1))
     shipped = manifest.sound_type.metrics
     print(f"\n{args.bundle} ({manifest.name} {manifest.version})\n")
     print("| metric | refitted now | in the bundle |\n|---|---|---|")
@@ -89,9 +94,6 @@ def gate_without_each_source(
     records: Sequence[Recording], embedder: RecordingEmbedder, c: float, min_probability: float, batch: int
 ) -> dict[str, dict[str, tuple[float, int, float]]]:
     """Per source: for each rule, (share answered, wrong answers, share of other test sides turned away)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     from acula.service.core.ood import OodScorer
 
     labelled = [
@@ -109,12 +111,8 @@ def gate_without_each_source(
         scored = (source == left_out) & np.isin(y, y[keep])
         if not scored.any():
             continue
-        scaler = StandardScaler().fit(x[keep])
-        model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(
-            scaler.transform(x[keep]), y[keep]
-        )
-        probabilities = model.predict_proba(scaler.transform(x))
-        predicted = model.classes_[probabilities.argmax(axis=1)]
+        classes, probabilities = sound_type.refit_probabilities(x[keep], y[keep], x, c)
+        predicted = classes[probabilities.argmax(axis=1)]
         confident = probabilities.max(axis=1) >= min_probability
         reference = keep & real
         groups = np.asarray([f"{r.dataset}/{r.subject_id}" for r in labelled])[reference]

@@ -107,21 +107,31 @@ class OodScorer:
 
     def score(self, embedding: np.ndarray) -> OodResult:
         """The score of one pooled embedding ``(D,)``, and whether it passes the manifest's threshold."""
-        score = self._score(embedding, self.reference)
-        return OodResult(score=score, threshold=self.spec.threshold, flagged=score > self.spec.threshold)
+        return self._result(self._project(embedding), self.reference, self.spec.threshold)
 
     def score_as(self, embedding: np.ndarray, sound_type: str) -> OodResult | None:
         """The score against the reference rows of ``sound_type`` only, flagged above that type's
         threshold; None when the bundle sets no threshold for it (older bundles, not_auscultation)."""
+        return self._typed(self._project(embedding), sound_type)
+
+    def assess(self, embedding: np.ndarray, sound_type: str | None) -> tuple[OodResult, OodResult | None]:
+        """:meth:`score` and :meth:`score_as` from one projection of the embedding (what a request needs)."""
+        z = self._project(embedding)
+        overall = self._result(z, self.reference, self.spec.threshold)
+        return overall, None if sound_type is None else self._typed(z, sound_type)
+
+    def _typed(self, z: np.ndarray, sound_type: str) -> OodResult | None:
         reference = self.reference_of_type.get(sound_type)
         if reference is None:
             return None
         threshold = self.spec.sound_type_thresholds[sound_type]  # type: ignore[index]
-        score = self._score(embedding, reference)
-        return OodResult(score=score, threshold=threshold, flagged=score > threshold)
+        return self._result(z, reference, threshold)
 
-    def _score(self, embedding: np.ndarray, reference: np.ndarray) -> float:
-        z = l2_normalise((np.asarray(embedding, dtype=np.float32) - self.mean) @ self.projection)
+    def _project(self, embedding: np.ndarray) -> np.ndarray:
+        return l2_normalise((np.asarray(embedding, dtype=np.float32) - self.mean) @ self.projection)
+
+    def _result(self, z: np.ndarray, reference: np.ndarray, threshold: float) -> OodResult:
         similarities = reference @ z
         nearest = np.partition(similarities, len(similarities) - self.spec.k)[-self.spec.k :]
-        return float(1.0 - nearest.mean())
+        score = float(1.0 - nearest.mean())
+        return OodResult(score=score, threshold=threshold, flagged=score > threshold)

@@ -267,23 +267,23 @@ class InferencePipeline:
         return self.search(self.text_encoder.embed(query), k)
 
     def decide_sound_type(
-        self, embedding: np.ndarray, stated: ClientContext, ood: OodResult | None = None
-    ) -> tuple[SoundTypeDecision, OodResult | None]:
-        """The client's sound type or the classifier's, with the classifier's own answer beside it, and the
-        upload's score against the training recordings of the classifier's top sound type (None without
-        one: an older bundle, or no sound type)."""
+        self, embedding: np.ndarray, stated: ClientContext
+    ) -> tuple[SoundTypeDecision, OodResult | None, OodResult | None]:
+        """The client's sound type or the classifier's, with the classifier's own answer beside it; and the
+        upload's out-of-distribution score, against every training recording and against those of the
+        classifier's top sound type (None without a reference, or without a threshold for that type)."""
         probe, spec = self.sound_type_probe, self.manifest.sound_type
         model = probe.describe(probe.scores(embedding[None, :])[0]) if probe is not None else None
         threshold = spec.min_probability if spec else 0.5
-        flagged = ood is not None and ood.flagged
-        check = None
-        if self.ood is not None and model is not None and model.label in SOUND_TYPES:
-            check = self.ood.score_as(embedding, model.label)
+        ood, check = None, None
+        if self.ood is not None:
+            label = model.label if model is not None and model.label in SOUND_TYPES else None
+            ood, check = self.ood.assess(embedding, label)
         decision = decide_sound_type(
             stated.sound_type,
             model,
             threshold,
-            out_of_distribution=flagged,
+            out_of_distribution=ood is not None and ood.flagged,
             unlike_its_type=check is not None and check.flagged,
         )
         if decision.reason == NOT_AUSCULTATION and model is not None:
@@ -295,7 +295,7 @@ class InferencePipeline:
                 probabilities=model.probabilities,
                 model=self.model_identity,
             )
-        return decision, check
+        return decision, ood, check
 
     def summarise(
         self,
@@ -314,8 +314,7 @@ class InferencePipeline:
         embedding, joint = self.pool(embeddings, joints)
         decision, ood, check, skipped, notices, tasks = None, None, None, [], [], []
         if request is not None:
-            ood = self.ood.score(embedding) if self.ood is not None else None
-            decision, check = self.decide_sound_type(embedding, request.context, ood)
+            decision, ood, check = self.decide_sound_type(embedding, request.context)
             selection = select_probes(self.manifest.probes, decision, request)
             tasks, skipped, notices = selection.run, selection.skipped, selection.notices
         outputs = {}

@@ -7,6 +7,7 @@ those limits come from the data, not from a particular run, and must not be drop
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +74,18 @@ def _metrics_table(manifest: Manifest) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _listed(metrics: dict[str, float], prefix: str, name: Callable[[str], str] = str) -> str:
+    """``"<name> 0.987, ..."`` for the metrics ``<prefix><name>`` (per dataset, per band limit...)."""
+    return ", ".join(
+        f"{name(k.removeprefix(prefix))} {v:.3f}" for k, v in metrics.items() if k.startswith(prefix)
+    )
+
+
 def _sound_type_section(spec: SoundTypeSpec | None) -> str:
     if spec is None:
         return "## Sound type\nNo sound-type classifier: only a client-stated sound type gates the probes.\n"
-    per_dataset = ", ".join(
-        f"{k.split('/', 1)[1]} {v:.3f}" for k, v in spec.metrics.items() if k.startswith("accuracy/")
-    )
-    limited = ", ".join(
-        f"{int(k.split('/', 1)[1]) / 1000:g} kHz {v:.3f}"
-        for k, v in spec.metrics.items()
-        if k.startswith("band_limited_accuracy/")
-    )
+    per_dataset = _listed(spec.metrics, "accuracy/")
+    limited = _listed(spec.metrics, "band_limited_accuracy/", lambda hz: f"{int(hz) / 1000:g} kHz")
     limited_text = (
         f" The same held-out recordings band-limited as a stethoscope storing that rate would ({limited}); "
         "the classifier also trained on band-limited copies, so that bandwidth does not stand in for the "
@@ -91,11 +93,7 @@ def _sound_type_section(spec: SoundTypeSpec | None) -> str:
         if limited
         else ""
     )
-    unseen = ", ".join(
-        f"{k.split('/', 1)[1]} {v:.3f}"
-        for k, v in spec.metrics.items()
-        if k.startswith("unseen_source_accuracy/")
-    )
+    unseen = _listed(spec.metrics, "unseen_source_accuracy/")
     unseen_text = (
         f" Refitted without one source and asked about that source's recordings, it is right on {unseen}: "
         "it tells the sources it trained on apart better than it tells sound types apart, so on a "

@@ -39,6 +39,7 @@ from acula.training.data.synthetic import DATASET as GENERATED
 from acula.training.export.embedder import RecordingEmbedder
 from acula.training.export.inputs import ProbeTask
 from acula.training.export.probes import fit_probe, usable_task
+from acula.training.probes import MAX_ITER, standardiser
 
 Log = Callable[[str], None]
 LABELS = [*SOUND_TYPES, NOT_AUSCULTATION]
@@ -93,6 +94,20 @@ def min_probability(confidence: np.ndarray, correct: np.ndarray) -> tuple[float,
     return 0.95, accuracy, float(kept.mean())
 
 
+def refit_probabilities(
+    x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, c: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped classifier's model (standardised embedding, class-balanced logistic regression at ``C``)
+    refitted on ``x_train``: its classes and their probabilities for each row of ``x_eval``. Uncalibrated:
+    only the argmax and the confidence threshold are read from it."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = standardiser(x_train)
+    model = LogisticRegression(C=c, max_iter=MAX_ITER, class_weight="balanced")
+    model.fit((x_train - mean) / scale, y_train)
+    return model.classes_, model.predict_proba((x_eval - mean) / scale)
+
+
 def unseen_source_accuracy(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -102,23 +117,18 @@ def unseen_source_accuracy(
     eval_sources: np.ndarray,
     c: float,
 ) -> dict[str, float]:
-    """Accuracy on each real source's recordings (``eval``) of a classifier refitted on ``train`` without
-    that source: a logistic regression on standardised embeddings with the shipped probe's ``C``. Only
-    recordings of sound types some other source also has are scored (refitted without their one source,
-    the others could not be named at all); a source with none of them is left out."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
+    """Accuracy on each real source's recordings (``eval``) of the classifier refitted on ``train`` without
+    that source (:func:`refit_probabilities`). Only recordings of sound types some other source also has
+    are scored (refitted without their one source, the others could not be named at all); a source with
+    none of them is left out."""
     result: dict[str, float] = {}
     for source in sorted(set(eval_sources.tolist()) - {GENERATED}):
         keep = train_sources != source
         chosen = (eval_sources == source) & np.isin(y_eval, y_train[keep])
         if not chosen.any():
             continue
-        scaler = StandardScaler().fit(x_train[keep])
-        model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
-        model.fit(scaler.transform(x_train[keep]), y_train[keep])
-        predicted = model.predict(scaler.transform(x_eval[chosen]))
+        classes, probabilities = refit_probabilities(x_train[keep], y_train[keep], x_eval[chosen], c)
+        predicted = classes[probabilities.argmax(axis=1)]
         result[source] = round(float(np.mean(predicted == y_eval[chosen])), 4)
     return result
 
